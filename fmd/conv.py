@@ -1,0 +1,494 @@
+"""One dynamic-convolution core and the layers built on it.
+
+Every dynamic layer computes, for each sample b of the batch,
+
+    y_b = a_out,b ⊙ ( conv(a_in,b ⊙ x_b,  Σ_k π_bk (s_b ⊙ W_k)) + Σ_k π_bk β_k )
+
+with input attention a_in (B×C_in), kernel attention π (B×K), spatial attention s (B×kh×kw),
+output attention a_out (B×C_out), K kernels W_k and K optional biases β_k. A layer only says
+which attentions it computes (``attend``); :func:`dynamic_conv2d` decides how to compute the rest.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from .attention import (Attention, AttentionTrunk, ExpertRouting, KernelAttention, SigmoidGate,
+                        SoftmaxAttention, check_temperature, iter_tempered)
+
+IntPair = Union[int, Tuple[int, int]]
+
+# How the per-sample convolution is computed; "auto" picks one per call (see choose_strategy).
+STRATEGIES = ("auto", "shared", "grouped", "parallel", "unfold")
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_conv_args(in_channels: int, out_channels: int, groups: int) -> None:
+    """Raise a clear error for channel counts that ``nn.Conv2d`` would also refuse."""
+    _positive_int("in_channels", in_channels)
+    _positive_int("out_channels", out_channels)
+    _positive_int("groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                         f"must both be divisible by groups ({groups})")
+
+
+def mix_kernels(weight: Tensor, kernel: Optional[Tensor], spatial: Optional[Tensor]) -> Tensor:
+    """Per-sample kernels Σ_k π_bk (s_b ⊙ W_k): K×O×I×kh×kw → B×O×I×kh×kw."""
+    K = weight.shape[0]
+    if kernel is None:
+        # No kernel attention: the K kernels are mixed uniformly.
+        mixed = (weight.mean(0) if K > 1 else weight[0]).unsqueeze(0)
+    elif kernel.shape[0] == 1:
+        # Batch 1 is memory-bound: a matrix-vector product streams the bank once.
+        mixed = torch.mv(weight.reshape(K, -1).t(), kernel[0]).reshape(1, *weight.shape[1:])
+    else:
+        mixed = torch.mm(kernel, weight.reshape(K, -1)).reshape(kernel.shape[0], *weight.shape[1:])
+    if spatial is not None:
+        mixed = mixed * spatial[:, None, None]
+    return mixed
+
+
+def mix_bias(bias: Optional[Tensor], kernel: Optional[Tensor]) -> Optional[Tensor]:
+    """Per-sample bias Σ_k π_bk β_k (B×O), the uniform mean without kernel attention, or None."""
+    if bias is None:
+        return None
+    if kernel is None:
+        return bias.mean(0, keepdim=True)
+    return kernel @ bias
+
+
+def _scale_channels(x: Tensor, scale: Optional[Tensor]) -> Tensor:
+    return x if scale is None else x * scale[:, :, None, None]
+
+
+def _add_bias(y: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return y if bias is None else y + bias[:, :, None, None]
+
+
+class Geometry:
+    """Stride, padding, dilation and groups of a convolution, as ``F.conv2d`` takes them."""
+
+    __slots__ = ("stride", "padding", "dilation", "groups")
+
+    def __init__(self, stride: Tuple[int, int], padding: Union[str, Tuple[int, int]],
+                 dilation: Tuple[int, int], groups: int) -> None:
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def conv(self, x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+             groups: Optional[int] = None) -> Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation,
+                        self.groups if groups is None else groups)
+
+
+def _conv_shared(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                 geo: Geometry) -> Tensor:
+    """No per-sample kernel: one ordinary convolution over the whole batch."""
+    w = mix_kernels(weight, None, None)[0]
+    b = mix_bias(bias, None)
+    y = geo.conv(_scale_channels(x, att.input), w, None if b is None else b[0])
+    return _scale_channels(y, att.output)
+
+
+def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                  geo: Geometry) -> Tensor:
+    """Mix a kernel per sample, then one convolution with groups = batch × groups.
+
+    At batch size 1 this is a single ordinary convolution with the mixed kernel.
+    """
+    B, C, H, W = x.shape
+    kernels = mix_kernels(weight, att.kernel, att.spatial)  # B×O×I×kh×kw
+    biases = mix_bias(bias, att.kernel)
+    x = _scale_channels(x, att.input).reshape(1, B * C, H, W)
+    y = geo.conv(x, kernels.reshape(-1, *weight.shape[2:]),
+                 None if biases is None else biases.reshape(-1), groups=B * geo.groups)
+    y = y.reshape(B, weight.shape[1], y.shape[-2], y.shape[-1])
+    return _scale_channels(y, att.output)
+
+
+def _stack_by_group(weight: Tensor, groups: int) -> Tensor:
+    """K×O×I×kh×kw → (G·K·O/G)×I×kh×kw, so each group's K kernels sit together."""
+    K, O = weight.shape[:2]
+    w = weight.reshape(K, groups, O // groups, *weight.shape[2:]).transpose(0, 1)
+    return w.reshape(K * O, *weight.shape[2:])
+
+
+def _mix_outputs(y: Tensor, kernel: Tensor, groups: int, out_channels: int) -> Tensor:
+    """B×(G·K·O/G)×H×W outputs of K kernels → B×O×H×W mixed by π (B×K)."""
+    B, _, H, W = y.shape
+    K = kernel.shape[1]
+    y = y.reshape(B, groups, K, out_channels // groups, H * W)
+    return torch.einsum("bk,bgkol->bgol", kernel, y).reshape(B, out_channels, H, W)
+
+
+def _conv_parallel(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                   geo: Geometry) -> Tensor:
+    """K convolutions in one call (K·O output channels), mixed by π afterwards.
+
+    Costs K times the convolution's arithmetic but runs as one large, efficient convolution.
+    Needs no spatial attention (a per-sample tap scale does not commute with the convolution).
+    """
+    K, O = weight.shape[:2]
+    y = geo.conv(_scale_channels(x, att.input), _stack_by_group(weight, geo.groups))
+    y = _mix_outputs(y, att.kernel, geo.groups, O)
+    return _scale_channels(_add_bias(y, mix_bias(bias, att.kernel)), att.output)
+
+
+def _conv_unfold(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                 geo: Geometry) -> Tensor:
+    """im2col, spatial attention moved onto the input taps, one matmul with all K kernels.
+
+    (s_b ⊙ W_k) · X_b = W_k · (s_b ⊙ X_b) because the taps are a contracted dimension.
+    Only for groups = 1 and numeric padding.
+    """
+    B, C, H, W = x.shape
+    K, O, I, kh, kw = weight.shape
+    cols = F.unfold(_scale_channels(x, att.input), (kh, kw), geo.dilation, geo.padding, geo.stride)
+    L = cols.shape[-1]
+    if att.spatial is not None:
+        cols = (cols.reshape(B, C, kh * kw, L) * att.spatial.reshape(B, 1, kh * kw, 1))
+        cols = cols.reshape(B, C * kh * kw, L)
+    y = torch.matmul(weight.reshape(K * O, C * kh * kw), cols)  # B×(K·O)×L
+    Hout = (H + 2 * geo.padding[0] - geo.dilation[0] * (kh - 1) - 1) // geo.stride[0] + 1
+    Wout = L // Hout
+    y = _mix_outputs(y.reshape(B, K * O, Hout, Wout), att.kernel, 1, O)
+    return _scale_channels(_add_bias(y, mix_bias(bias, att.kernel)), att.output)
+
+
+_IMPLEMENTATIONS: Dict[str, Callable[..., Tensor]] = {
+    "shared": _conv_shared,
+    "grouped": _conv_grouped,
+    "parallel": _conv_parallel,
+    "unfold": _conv_unfold,
+}
+
+
+def applicable_strategies(att: Attention, geo: Geometry) -> Tuple[str, ...]:
+    """The strategies that compute this layer's function exactly."""
+    if att.kernel is None and att.spatial is None:
+        return ("shared", "grouped")
+    found = ["grouped"]
+    if att.kernel is not None and att.spatial is None:
+        found.append("parallel")
+    if att.kernel is not None and geo.groups == 1 and not isinstance(geo.padding, str):
+        found.append("unfold")
+    return tuple(found)
+
+
+def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) -> str:
+    """The fastest strategy for this call, by a cost model measured on CPU and GPU (fmd.bench).
+
+    * no per-sample kernel → ``shared``: one ordinary convolution;
+    * batch 1 → ``grouped``: the mixed kernel is one ordinary convolution;
+    * otherwise the grouped convolution costs a mix of B·K·|W| plus a slow many-group
+      convolution, while ``parallel``/``unfold`` cost K times the convolution's arithmetic.
+      The K-fold work wins once the output map is small (few positions per mixed weight).
+    """
+    options = applicable_strategies(att, geo)
+    if "shared" in options:
+        return "shared"
+    B = x.shape[0]
+    if B == 1:
+        return "grouped"
+    kh, kw = weight.shape[-2:]
+    positions = _output_positions(x, weight, geo)
+    K = weight.shape[0]
+    # Grouped conv amortises each mixed weight over `positions` outputs; below this many the
+    # K-fold convolution is cheaper (threshold from the fmd.bench per-layer sweep).
+    if positions * 4 <= 256 * K or x.is_cuda:
+        for name in ("parallel", "unfold"):
+            if name in options:
+                return name
+    return "grouped"
+
+
+def _output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
+    if isinstance(geo.padding, str):
+        return (x.shape[-2] // geo.stride[0]) * (x.shape[-1] // geo.stride[1])
+    sizes = []
+    for dim in range(2):
+        extent = geo.dilation[dim] * (weight.shape[3 + dim] - 1) + 1
+        sizes.append((x.shape[2 + dim] + 2 * geo.padding[dim] - extent) // geo.stride[dim] + 1)
+    return sizes[0] * sizes[1]
+
+
+def dynamic_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                   geo: Geometry, strategy: str = "auto") -> Tensor:
+    """Compute a dynamic convolution with the given (or automatically chosen) strategy."""
+    if strategy == "auto":
+        strategy = choose_strategy(x, weight, att, geo)
+    elif strategy not in applicable_strategies(att, geo):
+        raise ValueError(f"strategy {strategy!r} cannot compute this layer; applicable: "
+                         f"{applicable_strategies(att, geo)}")
+    return _IMPLEMENTATIONS[strategy](x, weight, bias, att, geo)
+
+
+class DynamicConv2dBase(nn.Module):
+    """A bank of K kernels (and optional K biases) aggregated per sample by attentions.
+
+    Takes ``nn.Conv2d``'s positional arguments; subclasses add their attention branches and
+    implement :meth:`attend`. ``strategy`` forces how the convolution is computed ("auto" picks
+    per call); ``last_strategy`` shows what the last forward used.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = True, *, kernel_num: int = 4, strategy: str = "auto") -> None:
+        super().__init__()
+        check_conv_args(in_channels, out_channels, groups)
+        _positive_int("kernel_num", kernel_num)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair(kernel_size)
+        for name, value in (("kernel_size", self.kernel_size), ("stride", _pair(stride)),
+                            ("dilation", _pair(dilation))):
+            for v in value:
+                _positive_int(name, v)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or integers, got {padding!r}")
+            self.padding: Union[str, Tuple[int, int]] = padding
+        else:
+            self.padding = _pair(padding)
+        self.kernel_num = kernel_num
+        self.strategy = strategy  # validated by the property setter
+        self.last_strategy: Optional[str] = None
+        self.weight = nn.Parameter(torch.empty(kernel_num, out_channels, in_channels // groups,
+                                               *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(kernel_num, out_channels)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def strategy(self) -> str:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, value: str) -> None:
+        if value not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {value!r}")
+        self._strategy = value
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.stride, self.padding, self.dilation, self.groups)
+
+    def reset_parameters(self) -> None:
+        """Initialise every kernel and bias separately, exactly as ``nn.Conv2d`` does its own."""
+        fan_in = self.weight[0].shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        for k in range(self.kernel_num):
+            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+            if self.bias is not None:
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(self.bias[k], -bound, bound)
+
+    def attend(self, x: Tensor) -> Attention:  # pragma: no cover - abstract
+        """Compute this layer's attentions for the input batch."""
+        raise NotImplementedError
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a clear error for a non-4-D input or a wrong number of channels."""
+        if x.dim() != 4:
+            raise ValueError(f"{type(self).__name__} expects a 4-D input B×C×H×W, "
+                             f"got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
+                             f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        att = self.attend(x)
+        strategy = self.strategy
+        if strategy == "auto":
+            strategy = choose_strategy(x, self.weight, att, self.geometry)
+        if not torch.compiler.is_compiling():
+            self.last_strategy = strategy
+        return dynamic_conv2d(x, self.weight, self.bias, att, self.geometry, strategy)
+
+    def set_temperature(self, kernel: Optional[float] = None, gate: Optional[float] = None) -> None:
+        """Set the temperatures of this layer's softmax (kernel) and sigmoid (gate) attentions."""
+        for branch in iter_tempered(self):
+            value = kernel if branch.temperature_role == "kernel" else gate
+            if value is not None:
+                branch.set_temperature(value)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding}")
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        s += f", bias={self.bias is not None}, kernel_num={self.kernel_num}, strategy={self.strategy}"
+        if self.last_strategy is not None:
+            s += f" (last: {self.last_strategy})"
+        return s
+
+
+class CondConv2d(DynamicConv2dBase):
+    """CondConv (Yang et al., 2019): sigmoid routing over ``num_experts`` kernels, no softmax."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = True, *, num_experts: int = 8, strategy: str = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, kernel_num=num_experts, strategy=strategy)
+        self.routing = ExpertRouting(in_channels, num_experts)
+
+    def attend(self, x: Tensor) -> Attention:
+        return Attention(kernel=self.routing(x))
+
+
+class DynamicConv2d(DynamicConv2dBase):
+    """DynamicConv (Chen et al., 2020): softmax(FC(ReLU(FC(GAP(x))))/T) over K kernels.
+
+    ``temperature`` is where training starts; the paper anneals it 30 → 1 over the first 10 epochs
+    (:mod:`fmd.temperature`), the official code steps it 34 → 1 by 3 per epoch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = True, *, kernel_num: int = 4, ratio: float = 0.25,
+                 temperature: float = 30.0, strategy: str = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, kernel_num=kernel_num, strategy=strategy)
+        self.kernel_attention = KernelAttention(in_channels, kernel_num, ratio, temperature)
+
+    def attend(self, x: Tensor) -> Attention:
+        return Attention(kernel=self.kernel_attention(x))
+
+
+class ODConv2d(DynamicConv2dBase):
+    """ODConv (Li et al., 2022): one trunk, four heads over one temperature.
+
+    Input-channel, output-filter and spatial (k×k) sigmoid attentions and a kernel softmax over K,
+    all on ``z = ReLU(BN(FC(GAP(x))))`` of width ``max(int(C_in·reduction), min_channels)``. As in
+    the official code, the filter head is skipped for depth-wise convolutions, the spatial head for
+    1×1 kernels and the kernel head for K = 1. No bias (the official layer has none).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = False, *, kernel_num: int = 4, reduction: float = 1 / 16,
+                 min_channels: int = 16, norm: str = "batch", temperature: float = 30.0,
+                 strategy: str = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, kernel_num=kernel_num, strategy=strategy)
+        check_temperature(temperature)
+        self.trunk = AttentionTrunk(in_channels, reduction, min_channels, norm)
+        width = self.trunk.width
+        self.input_head = SigmoidGate(width, in_channels, temperature)
+        depthwise = in_channels == groups == out_channels
+        self.output_head = None if depthwise else SigmoidGate(width, out_channels, temperature)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self.spatial_head = SigmoidGate(width, taps, temperature) if taps > 1 else None
+        self.kernel_head = SoftmaxAttention(width, kernel_num, temperature) if kernel_num > 1 else None
+
+    def attend(self, x: Tensor) -> Attention:
+        z = self.trunk(x)
+        apply = lambda head: None if head is None else head(z)  # noqa: E731
+        spatial = apply(self.spatial_head)
+        if spatial is not None:
+            spatial = spatial.reshape(-1, *self.kernel_size)
+        return Attention(input=apply(self.input_head), kernel=apply(self.kernel_head),
+                         spatial=spatial, output=apply(self.output_head))
+
+
+FMD_ATTENTIONS = ("input", "kernel", "output")
+FMD_PRESETS = ("official", "paper")
+
+
+class FMDConv2d(DynamicConv2dBase):
+    """FMDConv (Zhang et al., 2025): input, kernel and output attention.
+
+    * input attention ``sigmoid(head_in(z)/T_io)`` scales the input map before the convolution;
+    * output attention ``sigmoid(head_out(z)/T_io)`` scales the output after it (and its bias);
+    * both share the trunk ``z = ReLU(BN(FC(GAP(x))))`` of width ``max(int(C_in/16), 16)``;
+    * the kernel attention is a separate DynamicConv-style branch
+      ``softmax(FC(ReLU(FC(GAP(x))))/T_k)`` of hidden width ``int(C_in·ratio)+1``, mixing K kernels
+      and K biases.
+
+    ``preset`` picks the temperature schedule that :mod:`fmd.temperature` applies in training:
+
+    * ``"official"`` — what the official code does: T_k stays at ``kernel_temperature`` (34) for the
+      whole run, and only T_io anneals ``gate_temperature`` (30) → 1 over the first epochs;
+    * ``"paper"`` — what the paper's text describes: a temperature-degraded kernel attention, T_k
+      falling by 3 per epoch from ``kernel_temperature`` (≡ 1 mod 3) to 1; T_io as above.
+
+    ``attentions`` switches branches off for ablations; without kernel attention the K kernels are
+    mixed uniformly (one effective kernel, computed as one ordinary convolution).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
+                 bias: bool = True, *, kernel_num: int = 4, reduction: float = 1 / 16,
+                 min_channels: int = 16, ratio: float = 0.25, norm: str = "batch",
+                 attentions: Tuple[str, ...] = FMD_ATTENTIONS, kernel_temperature: float = 34.0,
+                 gate_temperature: float = 30.0, preset: str = "official",
+                 strategy: str = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, kernel_num=kernel_num, strategy=strategy)
+        unknown = set(attentions) - set(FMD_ATTENTIONS)
+        if unknown or isinstance(attentions, str):
+            raise ValueError(f"attentions must be a subset of {FMD_ATTENTIONS}, got {attentions!r}")
+        if preset not in FMD_PRESETS:
+            raise ValueError(f"preset must be one of {FMD_PRESETS}, got {preset!r}")
+        check_temperature(kernel_temperature)
+        check_temperature(gate_temperature)
+        if preset == "paper" and round(kernel_temperature) % 3 != 1:
+            raise ValueError("the 'paper' preset steps T_k down by 3 per epoch to 1, so "
+                             f"kernel_temperature must be ≡ 1 (mod 3), got {kernel_temperature}")
+        self.attentions = tuple(a for a in FMD_ATTENTIONS if a in attentions)
+        self.preset = preset
+        uses_trunk = "input" in attentions or "output" in attentions
+        self.trunk = AttentionTrunk(in_channels, reduction, min_channels, norm) if uses_trunk else None
+        width = self.trunk.width if uses_trunk else 0
+        self.input_head = (SigmoidGate(width, in_channels, gate_temperature)
+                           if "input" in attentions else None)
+        self.output_head = (SigmoidGate(width, out_channels, gate_temperature)
+                            if "output" in attentions else None)
+        self.kernel_attention = (KernelAttention(in_channels, kernel_num, ratio, kernel_temperature)
+                                 if "kernel" in attentions else None)
+
+    def attend(self, x: Tensor) -> Attention:
+        z = self.trunk(x) if self.trunk is not None else None
+        return Attention(
+            input=None if self.input_head is None else self.input_head(z),
+            kernel=None if self.kernel_attention is None else self.kernel_attention(x),
+            output=None if self.output_head is None else self.output_head(z),
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", attentions={self.attentions}, preset={self.preset}"
+
+
+CONV_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
+    "static": nn.Conv2d,
+    "condconv": CondConv2d,
+    "dyconv": DynamicConv2d,
+    "odconv": ODConv2d,
+    "fmdconv": FMDConv2d,
+}
+
+
+def make_conv(name: str, in_channels: int, out_channels: int, kernel_size: IntPair,
+              stride: IntPair = 1, padding: Union[str, IntPair] = 0, dilation: IntPair = 1,
+              groups: int = 1, bias: bool = True, **options) -> nn.Module:
+    """Build a registered convolution by name with ``nn.Conv2d``'s arguments plus its own options."""
+    if name not in CONV_REGISTRY:
+        raise ValueError(f"unknown conv {name!r}; choose one of {sorted(CONV_REGISTRY)}")
+    if name == "static":
+        if options:
+            raise ValueError(f"the static conv takes no options, got {sorted(options)}")
+        check_conv_args(in_channels, out_channels, groups)
+    return CONV_REGISTRY[name](in_channels, out_channels, kernel_size, stride, padding, dilation,
+                               groups, bias, **options)

@@ -1,0 +1,152 @@
+"""ResNet-18/34/50/101 built with any registered convolution.
+
+As in the official ODConv and FMDConv code, the convolutions inside the residual blocks are
+dynamic; the stem, the 1×1 downsample convolutions and the classifier stay static.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Type, Union
+
+import torch
+from torch import Tensor, nn
+
+from .conv import CONV_REGISTRY, make_conv
+
+STEMS = ("imagenet", "cifar")
+DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
+          50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int, conv: str,
+                 conv_options: Dict[str, Any]) -> None:
+        super().__init__()
+        self.conv1 = make_conv(conv, in_planes, planes, 3, stride, 1, **conv_options)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = make_conv(conv, planes, planes, 3, 1, 1, **conv_options)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(in_planes, planes * self.expansion, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (strided) → 1×1 with a residual connection (ResNet-50/101)."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int, conv: str,
+                 conv_options: Dict[str, Any]) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = make_conv(conv, in_planes, planes, 1, **conv_options)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = make_conv(conv, planes, planes, 3, stride, 1, **conv_options)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = make_conv(conv, planes, out_planes, 1, **conv_options)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(in_planes, out_planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _downsample(in_planes: int, out_planes: int, stride: int) -> Optional[nn.Module]:
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
+                         nn.BatchNorm2d(out_planes))
+
+
+class ResNet(nn.Module):
+    """A ResNet whose block convolutions are ``conv`` (a name in ``fmd.conv.CONV_REGISTRY``)."""
+
+    def __init__(self, depth: int = 18, conv: str = "static", num_classes: int = 1000,
+                 stem: str = "imagenet", width: int = 64, in_channels: int = 3,
+                 conv_options: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
+        if conv not in CONV_REGISTRY:
+            raise ValueError(f"unknown conv {conv!r}; choose one of {sorted(CONV_REGISTRY)}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        for name, value in (("num_classes", num_classes), ("width", width),
+                            ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.depth, self.conv, self.stem_kind = depth, conv, stem
+        conv_options = dict(conv_options or {})
+        # The official FMDConv mixes K biases inside its blocks (its 45.20M parameters count them);
+        # every other conv follows torchvision: no bias in front of a BatchNorm.
+        conv_options["bias"] = conv_options.get("bias", conv == "fmdconv")
+        block_kind, layers = DEPTHS[depth]
+        block: Type[Union[BasicBlock, Bottleneck]] = BasicBlock if block_kind == "basic" else Bottleneck
+        if stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        stages: List[nn.Module] = []
+        in_planes = width
+        for i, blocks in enumerate(layers):
+            planes = width * 2 ** i
+            stage = []
+            for j in range(blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stage.append(block(in_planes, planes, stride, conv, conv_options))
+                in_planes = planes * block.expansion
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last stage's feature map, B×C×h×w (what Grad-CAM looks at)."""
+        x = self.stem(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18; keyword arguments as :class:`ResNet`."""
+    return ResNet(18, **kwargs)
+
+
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34; keyword arguments as :class:`ResNet`."""
+    return ResNet(34, **kwargs)
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50; keyword arguments as :class:`ResNet`."""
+    return ResNet(50, **kwargs)
+
+
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101; keyword arguments as :class:`ResNet`."""
+    return ResNet(101, **kwargs)

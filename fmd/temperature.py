@@ -1,0 +1,133 @@
+"""Temperature schedules for the attentions and ``set_temperature(model, ...)``.
+
+Temperatures come in two roles: ``kernel`` (softmax attentions over kernels) and ``gate`` (sigmoid
+attentions: input, output, spatial). A schedule maps training progress, measured in epochs
+(fractional, so it can be applied per iteration), to a temperature.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Union
+
+from torch import nn
+
+from .attention import TEMPERATURE_ROLES, check_temperature, iter_tempered
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A temperature that never changes (the official FMDConv kernel temperature, 34)."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        check_temperature(self.value)
+
+    def __call__(self, epoch: float) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LinearAnneal:
+    """Linear from ``start`` to ``end`` over ``epochs`` (per iteration), then ``end``.
+
+    ODConv and the official FMDConv gates: 30 → 1 over the first 10 epochs.
+    """
+
+    start: float = 30.0
+    end: float = 1.0
+    epochs: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_temperature(self.start)
+        check_temperature(self.end)
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+
+    def __call__(self, epoch: float) -> float:
+        fraction = min(max(epoch / self.epochs, 0.0), 1.0)
+        return self.start + (self.end - self.start) * fraction
+
+
+@dataclass(frozen=True)
+class StepDecay:
+    """Down by ``step`` at every ``every`` epochs from ``start`` to 1 (DynamicConv's code: 34 → 1 by 3).
+
+    ``start`` must be ≡ 1 (mod ``step``) so the schedule lands on 1 exactly.
+    """
+
+    start: float = 34.0
+    step: float = 3.0
+    every: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_temperature(self.start)
+        if not self.step > 0 or not self.every > 0:
+            raise ValueError(f"step and every must be positive, got {self.step}, {self.every}")
+        if not math.isclose((self.start - 1) % self.step, 0.0, abs_tol=1e-9):
+            raise ValueError(f"start must be ≡ 1 (mod {self.step:g}) to reach 1, got {self.start:g}")
+
+    def __call__(self, epoch: float) -> float:
+        return max(1.0, self.start - self.step * math.floor(max(epoch, 0.0) / self.every + 1e-9))
+
+
+Schedule = Union[Constant, LinearAnneal, StepDecay]
+
+
+def set_temperature(model: nn.Module, value: Optional[float] = None, *,
+                    kernel: Optional[float] = None, gate: Optional[float] = None) -> int:
+    """Set the temperatures of every attention in ``model``; returns how many were set.
+
+    ``value`` sets both roles; ``kernel``/``gate`` set one role each and take precedence.
+    """
+    kernel = value if kernel is None else kernel
+    gate = value if gate is None else gate
+    count = 0
+    for branch in iter_tempered(model):
+        target = kernel if branch.temperature_role == "kernel" else gate
+        if target is not None:
+            branch.set_temperature(target)
+            count += 1
+    return count
+
+
+def default_schedules(conv: str, *, preset: str = "official", kernel_temperature: float = 34.0,
+                      gate_temperature: float = 30.0, anneal_epochs: float = 10.0,
+                      ) -> Dict[str, Schedule]:
+    """The reference temperature schedule of each conv type, per role.
+
+    * ``dyconv`` — the DynamicConv paper: kernel 30 → 1 over ``anneal_epochs``;
+    * ``odconv`` — one temperature for all heads: 30 → 1 over ``anneal_epochs``;
+    * ``fmdconv`` / ``official`` — T_k constant at ``kernel_temperature`` (34), T_io
+      ``gate_temperature`` (30) → 1 over ``anneal_epochs``;
+    * ``fmdconv`` / ``paper`` — T_k degrades by 3 per epoch from ``kernel_temperature`` to 1
+      (the epoch clock scaled by ``anneal_epochs / 10``, so a short run compresses it too), T_io as above;
+    * ``static`` and ``condconv`` have no temperature.
+    """
+    anneal = LinearAnneal(30.0, 1.0, anneal_epochs)
+    if conv in ("static", "condconv"):
+        return {}
+    if conv == "dyconv":
+        return {"kernel": anneal}
+    if conv == "odconv":
+        return {"kernel": anneal, "gate": anneal}
+    if conv == "fmdconv":
+        gates = LinearAnneal(gate_temperature, 1.0, anneal_epochs)
+        if preset == "official":
+            return {"kernel": Constant(kernel_temperature), "gate": gates}
+        if preset == "paper":
+            return {"kernel": StepDecay(kernel_temperature, 3.0, anneal_epochs / 10.0), "gate": gates}
+        raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
+    raise ValueError(f"unknown conv {conv!r}")
+
+
+def apply_schedules(model: nn.Module, schedules: Dict[str, Schedule], epoch: float) -> Dict[str, float]:
+    """Set each role's temperature for training progress ``epoch``; returns the values set."""
+    unknown = set(schedules) - set(TEMPERATURE_ROLES)
+    if unknown:
+        raise ValueError(f"schedule roles must be among {TEMPERATURE_ROLES}, got {sorted(unknown)}")
+    values = {role: schedule(epoch) for role, schedule in schedules.items()}
+    if values:
+        set_temperature(model, kernel=values.get("kernel"), gate=values.get("gate"))
+    return values
