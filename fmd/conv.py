@@ -11,6 +11,7 @@ which attentions it computes (``attend``); :func:`dynamic_conv2d` decides how to
 from __future__ import annotations
 
 import math
+import threading
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -49,14 +50,30 @@ def mix_kernels(weight: Tensor, kernel: Optional[Tensor], spatial: Optional[Tens
     if kernel is None:
         # No kernel attention: the K kernels are mixed uniformly.
         mixed = (weight.mean(0) if K > 1 else weight[0]).unsqueeze(0)
-    elif kernel.shape[0] == 1:
-        # Batch 1 is memory-bound: a matrix-vector product streams the bank once.
-        mixed = torch.mv(weight.reshape(K, -1).t(), kernel[0]).reshape(1, *weight.shape[1:])
+    elif kernel.shape[0] == 1 and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # Batch-1 inference is memory-bound: stream the bank once into a reused buffer. A fresh
+        # multi-megabyte tensor per call costs more in page faults than the mix itself.
+        out = _workspace(weight[0].numel(), weight)
+        mixed = torch.mm(kernel, weight.reshape(K, -1), out=out).reshape(1, *weight.shape[1:])
     else:
         mixed = torch.mm(kernel, weight.reshape(K, -1)).reshape(kernel.shape[0], *weight.shape[1:])
     if spatial is not None:
         mixed = mixed * spatial[:, None, None]
     return mixed
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(numel: int, like: Tensor) -> Tensor:
+    """A per-thread 1×numel buffer, reused across calls and layers of the same size."""
+    cache = getattr(_WORKSPACES, "cache", None)
+    if cache is None:
+        cache = _WORKSPACES.cache = {}
+    key = (numel, like.dtype, like.device, torch.is_inference_mode_enabled())
+    if key not in cache:
+        cache[key] = torch.empty(1, numel, dtype=like.dtype, device=like.device)
+    return cache[key]
 
 
 def mix_bias(bias: Optional[Tensor], kernel: Optional[Tensor]) -> Optional[Tensor]:
@@ -107,8 +124,10 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     At batch size 1 this is a single ordinary convolution with the mixed kernel.
     """
     B, C, H, W = x.shape
-    kernels = mix_kernels(weight, att.kernel, att.spatial)  # B×O×I×kh×kw
+    kernels = mix_kernels(weight, att.kernel, att.spatial).expand(B, *weight.shape[1:])
     biases = mix_bias(bias, att.kernel)
+    if biases is not None:
+        biases = biases.expand(B, -1)
     x = _scale_channels(x, att.input).reshape(1, B * C, H, W)
     y = geo.conv(x, kernels.reshape(-1, *weight.shape[2:]),
                  None if biases is None else biases.reshape(-1), groups=B * geo.groups)
@@ -454,8 +473,9 @@ class FMDConv2d(DynamicConv2dBase):
         width = self.trunk.width if uses_trunk else 0
         self.input_head = (SigmoidGate(width, in_channels, gate_temperature)
                            if "input" in attentions else None)
+        depthwise = in_channels == groups == out_channels  # as the official code: no filter head
         self.output_head = (SigmoidGate(width, out_channels, gate_temperature)
-                            if "output" in attentions else None)
+                            if "output" in attentions and not depthwise else None)
         self.kernel_attention = (KernelAttention(in_channels, kernel_num, ratio, kernel_temperature)
                                  if "kernel" in attentions else None)
 

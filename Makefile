@@ -1,0 +1,42 @@
+# The README's two commands: `make reproduce` (regenerate figures and tables, default profile)
+# and `make test` (unit tests + notebook validation). Both set up .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data reproduce test bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision first, pinned to the builds this project is developed on
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[test,notebooks]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP) data
+
+# Fashion-MNIST from Debian where we can (offline real images); harmless where we cannot.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "note: could not install dataset-fashion-mnist; fmd.data falls back to data/ or a download"; \
+	fi
+
+reproduce: setup
+	FMD_PROFILE=$(PROFILE) $(PY) -m fmd.reproduce --profile $(PROFILE)
+
+test: setup
+	FMD_PROFILE=smoke $(PY) -m pytest -q tests
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		FMD_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks; \
+	fi
+
+bench: setup
+	$(PY) -m fmd.bench
+
+clean-venv:
+	rm -rf $(VENV)

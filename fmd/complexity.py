@@ -1,0 +1,160 @@
+"""Parameters, MACs and wall-clock speed.
+
+MAC convention (per image, batch 1, at a stated input size): multiply-accumulates of convolutions
+and matrix products only. Elementwise work (BatchNorm, ReLU, pooling, sigmoid/softmax, scaling a map
+by an attention) is free, as in ``torch.utils.flop_counter`` (which reports FLOPs = 2 × MACs) and in
+the usual 1.814G for ResNet-18. For a dynamic layer with K kernels of shape O×(I/g)×kh×kw and an
+output map Ho×Wo the rule is::
+
+    conv        = O · (I/g) · kh · kw · Ho · Wo        (one convolution with the mixed kernel)
+    aggregation = K · O · (I/g) · kh · kw  (+ K · O)   (Σ_k π_k W_k and the bias mix; 0 when no
+                                                        per-sample kernel is mixed)
+    attention   = Σ over the branch's linear layers of in_features · out_features
+
+thop does the counting (with these rules for our layers); :func:`flop_counter_macs` cross-checks it
+against PyTorch's own counter.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .conv import DynamicConv2dBase
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as temperatures and BN statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def dynamic_layer_macs(layer: DynamicConv2dBase, input_shape: Sequence[int],
+                       output_shape: Sequence[int]) -> Dict[str, int]:
+    """MACs per image of one dynamic layer, split into conv, aggregation and attention."""
+    kernel_numel = layer.weight[0].numel()
+    conv = kernel_numel * output_shape[-2] * output_shape[-1]
+    attention = sum(m.in_features * m.out_features for m in layer.modules()
+                    if isinstance(m, nn.Linear))
+    att = layer.attend(torch.zeros(1, *input_shape[1:], dtype=layer.weight.dtype,
+                                   device=layer.weight.device))
+    aggregation = 0
+    if att.kernel is not None:
+        aggregation = layer.kernel_num * kernel_numel
+        if layer.bias is not None:
+            aggregation += layer.kernel_num * layer.out_channels
+    return {"conv": conv, "aggregation": aggregation, "attention": attention}
+
+
+def _thop_dynamic_rule(module: DynamicConv2dBase, inputs, output: Tensor) -> None:
+    parts = dynamic_layer_macs(module, inputs[0].shape, output.shape)
+    module.total_ops += torch.DoubleTensor([float(sum(parts.values()))])
+
+
+def _thop_free(module: nn.Module, inputs, output) -> None:
+    module.total_ops += torch.DoubleTensor([0.0])
+
+
+def _dynamic_types(model: nn.Module) -> set:
+    return {type(m) for m in model.modules() if isinstance(m, DynamicConv2dBase)}
+
+
+def _example(model: nn.Module, input_size: Sequence[int]) -> Tensor:
+    if len(input_size) != 4 or input_size[0] != 1:
+        raise ValueError(f"input_size must be (1, C, H, W) (MACs are per image), got {tuple(input_size)}")
+    p = next(model.parameters())
+    return torch.randn(*input_size, dtype=p.dtype, device=p.device)
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> int:
+    """MACs per image at ``input_size`` = (1, C, H, W), counted by thop with our layer rules."""
+    from thop import profile  # imported here: thop prints on import of some versions
+
+    custom = {t: _thop_dynamic_rule for t in _dynamic_types(model)}
+    for free in (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.MaxPool2d,
+                 nn.AdaptiveAvgPool2d, nn.Identity):
+        custom[free] = _thop_free
+    training = model.training
+    # thop hooks add buffers to every module; profile a throwaway copy so the model stays clean.
+    macs, _ = profile(_copy(model), inputs=(_example(model, input_size),), custom_ops=custom,
+                      verbose=False)
+    model.train(training)
+    return int(round(macs))
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+    return copy.deepcopy(model).eval()
+
+
+def flop_counter_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> int:
+    """MACs per image as PyTorch's FlopCounterMode sees one eval forward (its FLOPs / 2)."""
+    m = _copy(model)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        m(_example(model, input_size))
+    return counter.get_total_flops() // 2
+
+
+def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
+                synchronize: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs; seconds: median, p10, p90."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
+    sync = synchronize or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
+    return {"median": statistics.median(times), "p10": pick(0.1), "p90": pick(0.9),
+            "repeats": repeats}
+
+
+def _sync_for(device: torch.device) -> Optional[Callable[[], None]]:
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int = 3,
+                    repeats: int = 20, threads: Optional[int] = None) -> Dict[str, float]:
+    """Inference time of one batch of ``input_size`` in eval mode (seconds, median of repeats)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    p = next(model.parameters())
+    x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
+    model.eval()
+    with torch.inference_mode():
+        result = median_time(lambda: model(x), warmup=warmup, repeats=repeats,
+                             synchronize=_sync_for(p.device))
+    result["images_per_s"] = input_size[0] / result["median"]
+    return result
+
+
+def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes: int, *,
+                       warmup: int = 2, repeats: int = 5, threads: Optional[int] = None,
+                       ) -> Dict[str, float]:
+    """Time of one SGD training step (forward, cross-entropy, backward, update) on random data."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    p = next(model.parameters())
+    x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
+    y = torch.randint(0, num_classes, (input_size[0],), device=p.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    result = median_time(step, warmup=warmup, repeats=repeats, synchronize=_sync_for(p.device))
+    result["images_per_s"] = input_size[0] / result["median"]
+    return result

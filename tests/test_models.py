@@ -1,0 +1,91 @@
+"""Backbones: exact parameter counts, MACs by two counters, batch-1 training, bad names."""
+import pytest
+import torch
+
+from fmd.complexity import count_macs, count_params, dynamic_layer_macs, flop_counter_macs
+from fmd.conv import DynamicConv2dBase
+from fmd.models import resnet18, resnet34, resnet50
+
+
+def millions(model):
+    return round(count_params(model) / 1e6, 2)
+
+
+def test_resnet18_parameter_counts_match_the_published_ones():
+    assert millions(resnet18()) == 11.69
+    assert millions(resnet18(conv="odconv", conv_options={"kernel_num": 1})) == 11.94
+    assert millions(resnet18(conv="odconv", conv_options={"kernel_num": 4})) == 44.90
+    assert millions(resnet18(conv="fmdconv", conv_options={"kernel_num": 4, "preset": "official"})) == 45.20
+
+
+def test_resnet50_odconv_parameter_counts_match_the_odconv_readme():
+    assert millions(resnet50()) == 25.56
+    assert millions(resnet50(conv="odconv", conv_options={"kernel_num": 1})) == 28.64
+    assert millions(resnet50(conv="odconv")) == 90.67
+
+
+def test_static_resnet18_macs_at_224_by_both_counters():
+    model = resnet18()
+    assert count_macs(model) == flop_counter_macs(model)
+    assert round(count_macs(model) / 1e9, 3) == 1.814
+
+
+@pytest.mark.parametrize("conv", ["condconv", "dyconv", "odconv", "fmdconv"])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_dynamic_macs_agree_with_torch_flop_counter(conv, stem):
+    model = resnet18(conv=conv, stem=stem, width=8, num_classes=10)
+    size = (1, 3, 32, 32) if stem == "cifar" else (1, 3, 64, 64)
+    ours = count_macs(model, size)
+    assert ours == flop_counter_macs(model, size)
+    assert ours > count_macs(resnet18(stem=stem, width=8, num_classes=10), size)
+
+
+def test_dynamic_layer_macs_formula():
+    model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10)
+    layer = model.layer2[0].conv1  # 8 → 16 channels, stride 2, 32×32 → 16×16
+    parts = dynamic_layer_macs(layer, (1, 8, 32, 32), (1, 16, 16, 16))
+    assert parts["conv"] == 16 * 8 * 9 * 16 * 16
+    assert parts["aggregation"] == 4 * 16 * 8 * 9 + 4 * 16
+    trunk = 8 * 16 + 16 * 8 + 16 * 16  # fc, input head, output head (width max(8/16, 16) = 16)
+    kernel_branch = 8 * 3 + 3 * 4  # int(8 * 0.25) + 1 = 3 hidden units, 4 kernels
+    assert parts["attention"] == trunk + kernel_branch
+
+
+@pytest.mark.parametrize("conv", ["static", "condconv", "dyconv", "odconv", "fmdconv"])
+def test_every_backbone_trains_at_batch_size_one_with_channels_last(conv):
+    model = resnet18(conv=conv, stem="cifar", width=4, num_classes=3).train()
+    x = torch.randn(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([1]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_only_block_convolutions_are_dynamic():
+    model = resnet34(conv="dyconv", width=8)
+    dynamic = [m for m in model.modules() if isinstance(m, DynamicConv2dBase)]
+    assert len(dynamic) == 2 * (3 + 4 + 6 + 3)
+    assert isinstance(model.stem[0], torch.nn.Conv2d)
+    assert isinstance(model.layer2[0].downsample[0], torch.nn.Conv2d)
+    bottleneck = resnet50(conv="fmdconv", width=8)
+    assert sum(isinstance(m, DynamicConv2dBase) for m in bottleneck.modules()) == 3 * 16
+
+
+def test_grey_input_and_width_and_classes():
+    model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_bad_backbone_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown conv 'cond'"):
+        resnet18(conv="cond")
+    with pytest.raises(ValueError, match="depth must be one of"):
+        from fmd.models import ResNet
+        ResNet(depth=20)
+    with pytest.raises(ValueError, match="stem must be one of"):
+        resnet18(stem="tiny")
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        resnet18(width=0)
+    with pytest.raises(ValueError, match=r"input_size must be \(1, C, H, W\)"):
+        count_macs(resnet18(width=4), (2, 3, 32, 32))
