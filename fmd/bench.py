@@ -1,0 +1,201 @@
+"""Speed benchmark: dynamic / static time ratios measured in one run.
+
+``python -m fmd.bench`` times each case for the static network and every dynamic conv, each in its
+own subprocess (so peak memory is that case's alone and allocator state does not leak between
+convs), and prints the ratio of medians against the static network of the same case. The table
+goes to ``figures/bench_<device>.{csv,md,json}`` with the machine, threads, torch version and commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from .complexity import measure_latency, measure_train_step
+from .models import ResNet
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONVS = ("static", "condconv", "dyconv", "odconv", "fmdconv")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark setting: backbone, input, batch and inference or training."""
+
+    name: str
+    depth: int
+    stem: str
+    size: int
+    batch: int
+    mode: str  # "infer" or "train"
+    width: int = 64
+    num_classes: int = 1000
+
+
+CASES = {
+    "r18-224-b1-infer": Case("r18-224-b1-infer", 18, "imagenet", 224, 1, "infer"),
+    "r18-cifar-b128-train": Case("r18-cifar-b128-train", 18, "cifar", 32, 128, "train", 64, 100),
+    "r50-224-b1-infer": Case("r50-224-b1-infer", 50, "imagenet", 224, 1, "infer"),
+    "r50-cifar-b32-train": Case("r50-cifar-b32-train", 50, "cifar", 32, 32, "train", 64, 100),
+    # small cases for a quick look and for the test suite
+    "r18w16-cifar-b32-train": Case("r18w16-cifar-b32-train", 18, "cifar", 32, 32, "train", 16, 10),
+    "r18w16-cifar-b1-infer": Case("r18w16-cifar-b1-infer", 18, "cifar", 32, 1, "infer", 16, 10),
+}
+DEFAULT_CASES = ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer", "r50-cifar-b32-train")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_one(case: Case, conv: str, strategy: str, device: str, repeats: int,
+                threads: int) -> Dict[str, float]:
+    """Time (and on the CPU, peak memory of) one case for one conv, in this process."""
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    options = {} if conv == "static" else {"strategy": strategy}
+    model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
+                   conv_options=options).to(device)
+    size = (case.batch, 3, case.size, case.size)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    base = _peak_rss_mb()
+    if case.mode == "infer":
+        timing = measure_latency(model, size, warmup=max(3, repeats // 5), repeats=repeats)
+    else:
+        timing = measure_train_step(model, size, case.num_classes, warmup=2, repeats=repeats)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else _peak_rss_mb() - base)
+    strategies = sorted({m.last_strategy for m in model.modules() if hasattr(m, "last_strategy")
+                         and m.last_strategy})
+    return {"median_s": timing["median"], "p10_s": timing["p10"], "p90_s": timing["p90"],
+            "peak_mb": peak, "strategies": "+".join(strategies) or "-"}
+
+
+def _run_isolated(case: Case, conv: str, strategy: str, device: str, repeats: int,
+                  threads: int) -> Dict[str, float]:
+    cmd = [sys.executable, "-m", "fmd.bench", "--child", case.name, conv, strategy, device,
+           str(repeats), str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark of {conv} on {case.name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The current commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_info(device: str, threads: int) -> Dict[str, str]:
+    """What the numbers were measured on."""
+    info = {"device": device, "threads": str(threads), "torch": torch.__version__,
+            "python": platform.python_version(), "commit": git_commit(),
+            "cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str = "cpu",
+        repeats: int = 10, threads: Optional[int] = None, out_dir: Optional[Path] = None,
+        tag: str = "") -> List[Dict[str, object]]:
+    """Benchmark every case for static and each conv; write and return the rows."""
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
+    bad = [c for c in convs if c not in CONVS]
+    if bad:
+        raise ValueError(f"unknown conv(s) {bad}; choose from {CONVS}")
+    threads = threads or torch.get_num_threads()
+    info = machine_info(device, threads)
+    rows: List[Dict[str, object]] = []
+    for name in cases:
+        case = CASES[name]
+        static = _run_isolated(case, "static", strategy, device, repeats, threads)
+        print(f"{name}: static {static['median_s'] * 1e3:.1f} ms, peak {static['peak_mb']:.0f} MB",
+              flush=True)
+        for conv in ("static",) + tuple(c for c in convs if c != "static"):
+            r = static if conv == "static" else _run_isolated(case, conv, strategy, device, repeats,
+                                                              threads)
+            row = {**asdict(case), "conv": conv, "strategy_forced": strategy, **r,
+                   "time_ratio": r["median_s"] / static["median_s"],
+                   "memory_ratio": r["peak_mb"] / static["peak_mb"] if static["peak_mb"] > 0 else
+                   float("nan"), **info}
+            rows.append(row)
+            if conv != "static":
+                print(f"  {conv:9s} {r['median_s'] * 1e3:9.1f} ms  time ×{row['time_ratio']:.2f}  "
+                      f"memory ×{row['memory_ratio']:.2f}  [{r['strategies']}]", flush=True)
+    write_table(rows, out_dir or REPO_ROOT / "figures", f"bench_{device}{tag}")
+    return rows
+
+
+def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str) -> None:
+    """Write rows as CSV, Markdown and JSON (atomically, one file each)."""
+    import csv
+    import io
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    shown = ["name", "conv", "median_s", "time_ratio", "peak_mb", "memory_ratio", "strategies"]
+    first = rows[0]
+    md = [f"Speed, dynamic / static (median of repeats). Machine: {first['cpu']}, "
+          f"{first['device']}, {first['threads']} threads, torch {first['torch']}, "
+          f"commit {first['commit']}.", "", "| " + " | ".join(shown) + " |",
+          "|" + "---|" * len(shown)]
+    for r in rows:
+        md.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
+                                    for c in shown) + " |")
+    for ext, text in (("csv", buf.getvalue()), ("md", "\n".join(md) + "\n"),
+                      ("json", json.dumps(rows, indent=1))):
+        path = out_dir / f"{stem}.{ext}"
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Command-line entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        name, conv, strategy, device, repeats, threads = argv[1:7]
+        print(json.dumps(measure_one(CASES[name], conv, strategy, device, int(repeats),
+                                     int(threads))))
+        return
+    parser = argparse.ArgumentParser(prog="python -m fmd.bench", description=__doc__)
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=sorted(CASES))
+    parser.add_argument("--convs", nargs="+", default=list(CONVS[1:]), choices=CONVS)
+    parser.add_argument("--strategy", default="auto",
+                        help="force one strategy in every dynamic layer (default: auto)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="folder for the table (figures/)")
+    parser.add_argument("--tag", default="", help="suffix for the output file names")
+    args = parser.parse_args(argv)
+    run(args.cases, args.convs, args.strategy, args.device, args.repeats, args.threads, args.out,
+        args.tag)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The engine's automatic choice, deployment with torch.export, and the benchmark's table."""
+import json
+
+import pytest
+import torch
+
+from fmd import bench
+from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d
+from fmd.models import resnet18
+
+
+def strategies_used(model):
+    return [m.last_strategy for m in model.modules() if isinstance(m, DynamicConv2dBase)]
+
+
+def test_auto_picks_by_batch_and_map_size():
+    model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+        assert set(strategies_used(model)) == {"grouped"}
+        model(torch.randn(4, 3, 32, 32))
+    used = strategies_used(model)
+    # 32×32 and 16×16 maps mix a kernel per sample; 8×8 and 4×4 maps run K kernels at once.
+    assert used[:4] == ["grouped"] * 4 and used[-4:] == ["parallel"] * 4
+    odconv = resnet18(conv="odconv", stem="cifar", width=8, num_classes=10).eval()
+    with torch.no_grad():
+        odconv(torch.randn(4, 3, 32, 32))
+    assert strategies_used(odconv)[-1] == "unfold"  # spatial attention rules out "parallel"
+
+
+def test_forced_strategies_agree_on_a_whole_network():
+    model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    outputs = {}
+    with torch.no_grad():
+        for strategy in ("grouped", "parallel", "unfold"):
+            for m in model.modules():
+                if isinstance(m, DynamicConv2dBase):
+                    m.strategy = strategy
+            outputs[strategy] = model(x)
+    torch.testing.assert_close(outputs["parallel"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["unfold"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+
+
+def test_batch_one_inference_reuses_the_mix_buffer_without_leaking_state():
+    layer = FMDConv2d(8, 8, 3, 1, 1).eval()
+    a, b = torch.randn(1, 8, 5, 5), torch.randn(1, 8, 5, 5)
+    with torch.inference_mode():
+        ya1 = layer(a).clone()
+        layer(b)
+        ya2 = layer(a)
+    torch.testing.assert_close(ya1, ya2)
+    with torch.no_grad():  # a buffer made in inference mode is not reused outside it
+        torch.testing.assert_close(layer(a), ya1)
+
+
+@pytest.mark.parametrize("conv", ["condconv", "dyconv", "odconv", "fmdconv"])
+def test_export_with_dynamic_batch_matches_eager(conv):
+    model = resnet18(conv=conv, stem="cifar", width=4, num_classes=10).eval()
+    batch = torch.export.Dim("batch", min=1, max=256)
+    exported = torch.export.export(model, (torch.randn(2, 3, 32, 32),),
+                                   dynamic_shapes={"x": {0: batch}})
+    for size in (1, 5):
+        x = torch.randn(size, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
+    rows = bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=2, threads=1, out_dir=tmp_path)
+    assert [r["conv"] for r in rows] == ["static", "fmdconv"]
+    assert rows[0]["time_ratio"] == 1.0
+    assert rows[1]["time_ratio"] == pytest.approx(rows[1]["median_s"] / rows[0]["median_s"])
+    assert rows[1]["strategies"] == "grouped"
+    saved = json.loads((tmp_path / "bench_cpu.json").read_text())
+    assert saved[1]["commit"] and saved[1]["threads"] == "1"
+    assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu.md").read_text()
+    with pytest.raises(ValueError, match="unknown case"):
+        bench.run(["r9"], ["fmdconv"])
+
+
+def test_odconv_refuses_parallel_but_computes_with_unfold():
+    layer = ODConv2d(4, 4, 3, 1, 1, strategy="unfold").eval()
+    with torch.no_grad():
+        y = layer(torch.randn(2, 4, 6, 6))
+    assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "unfold"
