@@ -1,0 +1,86 @@
+"""Run every numbered notebook headlessly, in order, and so regenerate ``figures/``.
+
+``python -m fmd.reproduce --profile quick`` (what ``make reproduce`` calls) executes
+``notebooks/NN_*.ipynb`` with papermill. The profile travels in the ``FMD_PROFILE`` environment
+variable, which each notebook's ``parameters`` cell reads, so the executed notebooks keep no
+injected cell and the same files serve nbval under the ``smoke`` profile. A notebook is replaced
+only when it ran to the end; a failing one is kept beside it as ``NN_*.failed.ipynb``. Runs are
+cached by configuration (:mod:`fmd.runs`), so a second reproduce only recomputes what changed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO_ROOT / "notebooks"
+PROFILES = ("smoke", "quick", "paper")
+VOLATILE_KEYS = ("papermill", "execution")
+
+
+def find_notebooks(folder: Path = NOTEBOOKS, only: Optional[Sequence[str]] = None) -> List[Path]:
+    """The numbered notebooks in order, optionally only those whose names start with ``only``."""
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if ".failed" not in p.name)
+    if only:
+        found = [p for p in found if any(p.name.startswith(prefix) for prefix in only)]
+    if not found:
+        raise FileNotFoundError(f"no notebooks matching {list(only or ['NN_*'])} in {folder}")
+    return found
+
+
+def strip_volatile(path: Path) -> None:
+    """Drop timing metadata papermill adds; keep outputs and execution counts (nbval needs them)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for key in VOLATILE_KEYS:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in VOLATILE_KEYS:
+            cell.metadata.pop(key, None)
+    nbformat.write(nb, path)
+
+
+def run_notebook(path: Path, profile: str) -> float:
+    """Execute one notebook in place (only on success); returns seconds taken."""
+    import papermill
+
+    os.environ["FMD_PROFILE"] = profile
+    tmp = path.with_name(path.stem + ".running.ipynb")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(path), str(tmp), cwd=str(path.parent), kernel_name="python3",
+                                   progress_bar=False, log_output=False)
+    except Exception:
+        failed = path.with_name(path.stem + ".failed.ipynb")
+        if tmp.exists():
+            os.replace(tmp, failed)
+        print(f"  FAILED — the executed notebook is in {failed.name}", flush=True)
+        raise
+    strip_volatile(tmp)
+    os.replace(tmp, path)
+    return time.perf_counter() - start
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m fmd.reproduce", description=__doc__)
+    parser.add_argument("--profile", default=os.environ.get("FMD_PROFILE", "quick"), choices=PROFILES)
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    args = parser.parse_args(argv)
+    notebooks = find_notebooks(NOTEBOOKS, args.only)
+    total = time.perf_counter()
+    for i, path in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)
+        print(f"  done in {run_notebook(path, args.profile):.0f} s", flush=True)
+    print(f"all {len(notebooks)} notebooks ran in {time.perf_counter() - total:.0f} s; "
+          f"figures and tables are in {REPO_ROOT / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
