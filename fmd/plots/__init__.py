@@ -45,12 +45,16 @@ def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str,
     """Add the provenance caption and save ``name``.png and .pdf; returns the paths."""
     out_dir = Path(out_dir or FIGURES)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig.text(0.01, -0.02, stamp(profile, dataset), fontsize=7, color="0.35", ha="left", va="top")
+    # Put the caption under everything already drawn (legends below the axes included).
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+    fig.text(0.01, min(bottom, 0.0) - 0.01, stamp(profile, dataset), fontsize=7, color="0.35",
+             ha="left", va="top")
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
         tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        fig.savefig(tmp, metadata={"CreationDate": None} if ext == "pdf" else None)
+        fig.savefig(tmp, bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else None)
         os.replace(tmp, path)
         paths.append(path)
     return paths
