@@ -375,7 +375,8 @@ class DynamicConv2d(DynamicConv2dBase):
     """DynamicConv (Chen et al., 2020): softmax(FC(ReLU(FC(GAP(x))))/T) over K kernels.
 
     ``temperature`` is where training starts; the paper anneals it 30 → 1 over the first 10 epochs
-    (:mod:`fmd.temperature`), the official code steps it 34 → 1 by 3 per epoch.
+    (:mod:`fmd.temperature`); a widely used unofficial implementation steps it 34 → 1 by 3 per
+    epoch (:class:`fmd.temperature.StepDecay`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,

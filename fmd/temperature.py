@@ -52,7 +52,7 @@ class LinearAnneal:
 
 @dataclass(frozen=True)
 class StepDecay:
-    """Down by ``step`` at every ``every`` epochs from ``start`` to 1 (DynamicConv's code: 34 → 1 by 3).
+    """Down by ``step`` every ``every`` epochs from ``start`` to 1 (unofficial DynamicConv code: 34 → 1 by 3).
 
     ``start`` must be ≡ 1 (mod ``step``) so the schedule lands on 1 exactly.
     """

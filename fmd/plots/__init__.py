@@ -22,6 +22,8 @@ from ..bench import git_commit  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 FIGURES = REPO_ROOT / "figures"
+# The smoke profile (tests, CI) must not overwrite the committed figures of a real run.
+SMOKE_FIGURES = REPO_ROOT / "build" / "smoke-figures"
 PALETTE = {"static": "#4d4d4d", "condconv": "#1b9e77", "dyconv": "#7570b3", "odconv": "#d95f02",
            "fmdconv": "#e7298a"}
 CONV_LABELS = {"static": "Static", "condconv": "CondConv", "dyconv": "DynamicConv",
@@ -40,10 +42,15 @@ def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
     return f"profile: {profile} · dataset: {dataset} · commit: {commit or git_commit()}"
 
 
+def figures_dir(profile: str) -> Path:
+    """Where a profile's figures go: ``figures/``, or ``build/smoke-figures/`` for ``smoke``."""
+    return SMOKE_FIGURES if profile == "smoke" else FIGURES
+
+
 def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str,
                 out_dir: Optional[Path] = None) -> List[Path]:
     """Add the provenance caption and save ``name``.png and .pdf; returns the paths."""
-    out_dir = Path(out_dir or FIGURES)
+    out_dir = Path(out_dir or figures_dir(profile))
     out_dir.mkdir(parents=True, exist_ok=True)
     # Put the caption under everything already drawn (legends below the axes included).
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
@@ -72,7 +79,7 @@ def save_table(rows: Sequence[Mapping[str, object]], name: str, *, profile: str,
     """Save rows as ``name``.csv and ``name``.md, each stamped with profile, dataset and commit."""
     if not rows:
         raise ValueError(f"table {name!r} has no rows")
-    out_dir = Path(out_dir or FIGURES)
+    out_dir = Path(out_dir or figures_dir(profile))
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = list(columns or rows[0].keys())
     line = stamp(profile, dataset)
