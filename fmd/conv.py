@@ -24,8 +24,9 @@ from .attention import (Attention, AttentionTrunk, ExpertRouting, KernelAttentio
 
 IntPair = Union[int, Tuple[int, int]]
 
-# How the per-sample convolution is computed; "auto" picks one per call (see choose_strategy).
-STRATEGIES = ("auto", "shared", "grouped", "parallel", "unfold")
+# How the per-sample convolution is computed; "auto" picks one per call by a cost rule
+# (choose_strategy), "tune" by timing every exact strategy once per shape (tune_strategy).
+STRATEGIES = ("auto", "tune", "shared", "grouped", "parallel", "unfold")
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -235,6 +236,46 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     return "grouped"
 
 
+_TUNED: Dict[tuple, str] = {}
+
+
+def tune_strategy(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                  geo: Geometry, repeats: int = 3) -> str:
+    """The strategy that ran fastest here for this shape, mode and device, timed once and cached.
+
+    Like ``cudnn.benchmark``: each exact strategy runs ``repeats`` times (forward, and backward
+    when gradients are on) on detached copies of the inputs; the fastest is remembered.
+    """
+    import time
+
+    grad = torch.is_grad_enabled() and weight.requires_grad
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None,
+           tuple(a is not None for a in att), geo.stride, geo.padding, geo.dilation, geo.groups,
+           x.dtype, str(x.device), grad)
+    if key in _TUNED:
+        return _TUNED[key]
+    options = applicable_strategies(att, geo)
+    if len(options) == 1 or torch.compiler.is_compiling():
+        return choose_strategy(x, weight, att, geo)
+    leaf = lambda t: None if t is None else t.detach().requires_grad_(grad)  # noqa: E731
+    args = (leaf(x), leaf(weight), leaf(bias), Attention(*(leaf(a) for a in att)), geo)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    timings = {}
+    for name in options:
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first run warms up
+            sync()
+            start = time.perf_counter()
+            out = _IMPLEMENTATIONS[name](*args)
+            if grad:
+                out.backward(torch.ones_like(out))
+            sync()
+            best = min(best, time.perf_counter() - start)
+        timings[name] = best
+    _TUNED[key] = min(timings, key=timings.get)
+    return _TUNED[key]
+
+
 def _output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
     if isinstance(geo.padding, str):
         return (x.shape[-2] // geo.stride[0]) * (x.shape[-1] // geo.stride[1])
@@ -250,6 +291,8 @@ def dynamic_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Atten
     """Compute a dynamic convolution with the given (or automatically chosen) strategy."""
     if strategy == "auto":
         strategy = choose_strategy(x, weight, att, geo)
+    elif strategy == "tune":
+        strategy = tune_strategy(x, weight, bias, att, geo)
     elif strategy not in applicable_strategies(att, geo):
         raise ValueError(f"strategy {strategy!r} cannot compute this layer; applicable: "
                          f"{applicable_strategies(att, geo)}")
@@ -333,6 +376,8 @@ class DynamicConv2dBase(nn.Module):
         strategy = self.strategy
         if strategy == "auto":
             strategy = choose_strategy(x, self.weight, att, self.geometry)
+        elif strategy == "tune":
+            strategy = tune_strategy(x, self.weight, self.bias, att, self.geometry)
         if not torch.compiler.is_compiling():
             self.last_strategy = strategy
         return dynamic_conv2d(x, self.weight, self.bias, att, self.geometry, strategy)

@@ -7,9 +7,11 @@ datasets, how much smaller the ablation runs are, which benchmark cases to time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Tuple
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,9 @@ def ablation_config(profile: str, **overrides: Any):
 
     p = get_profile(profile)
     return make_config(p.recipe, dataset=p.datasets[0], **{**p.ablation, **overrides})
+
+
+def runs_root(profile: str) -> Path:
+    """Where a profile's run records go: ``data/runs/`` (committed), or ``build/smoke-runs/``."""
+    get_profile(profile)
+    return REPO_ROOT / ("build/smoke-runs" if profile == "smoke" else "data/runs")

@@ -84,3 +84,17 @@ def test_odconv_refuses_parallel_but_computes_with_unfold():
     with torch.no_grad():
         y = layer(torch.randn(2, 4, 6, 6))
     assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "unfold"
+
+
+def test_tuned_strategy_is_exact_cached_and_visible():
+    from fmd.conv import _TUNED
+    layer = FMDConv2d(8, 8, 3, 1, 1, strategy="tune").train()
+    x = torch.randn(4, 8, 6, 6)
+    before = len(_TUNED)
+    y = layer(x)
+    chosen = layer.last_strategy
+    assert chosen in ("grouped", "parallel", "unfold") and len(_TUNED) == before + 1
+    layer(x)
+    assert len(_TUNED) == before + 1 and layer.last_strategy == chosen  # cached per shape
+    layer.strategy = "grouped"
+    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-6)
