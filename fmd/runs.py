@@ -1,0 +1,135 @@
+"""Run records on disk: one JSON file per training run, keyed by a hash of its configuration.
+
+Layout under the runs root (default ``data/runs/`` in the repository)::
+
+    <dataset>-<conv>-<key>/record.json          the finished run's record (committed for figures)
+    <dataset>-<conv>-<key>/checkpoints/last.pt  its latest checkpoint (not committed)
+
+The key is a stable hash of the configuration, so a notebook that asks for a run someone has
+already made finds its record instead of training again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+PathLike = Union[str, Path]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNS_ROOT = REPO_ROOT / "data" / "runs"
+RECORD_NAME = "record.json"
+# Fields that change how a run is shown, never what it computes; left out of the key.
+PRESENTATION_FIELDS = frozenset({"progress", "note"})
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively, so a config compares equal to its JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A stable 16-hex-digit hash of a configuration (sorted JSON, presentation fields left out)."""
+    kept = {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
+    text = json.dumps(_plain(kept), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """The run's folder name: readable fields first, then the key that identifies it."""
+    parts = [str(config[field]) for field in ("dataset", "conv") if field in config]
+    return "-".join(parts + [config_key(config)])
+
+
+def run_dir(config: Mapping[str, Any], root: Optional[PathLike] = None) -> Path:
+    """The folder of the run with this configuration under ``root`` (default ``data/runs``)."""
+    return Path(root if root is not None else RUNS_ROOT) / run_name(config)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def write_record(record: Mapping[str, Any], root: Optional[PathLike] = None) -> Path:
+    """Store a run record in its run folder (``record["name"]``, else from its ``config``)."""
+    if "name" in record:
+        path = Path(root if root is not None else RUNS_ROOT) / record["name"] / RECORD_NAME
+    elif "config" in record:
+        path = run_dir(record["config"], root) / RECORD_NAME
+    else:
+        raise ValueError("a run record needs its 'name' or its 'config'")
+    write_json(path, dict(record))
+    return path
+
+
+def read_record(path: PathLike) -> Dict[str, Any]:
+    """Read one record file (or a run folder's record)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"run record {path} is not valid JSON: {error}") from error
+
+
+def load_record(config: Mapping[str, Any], root: Optional[PathLike] = None) -> Optional[Dict[str, Any]]:
+    """The record of the run with exactly this configuration, or ``None`` if there is none yet."""
+    path = run_dir(config, root) / RECORD_NAME
+    return read_record(path) if path.is_file() else None
+
+
+def list_records(root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Every record under ``root``, sorted by folder name."""
+    root = Path(root if root is not None else RUNS_ROOT)
+    if not root.is_dir():
+        return []
+    return [read_record(p) for p in sorted(root.glob(f"*/{RECORD_NAME}"))]
+
+
+def _matches(config: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    for name, wanted in fields.items():
+        if name not in config:
+            return False
+        value = _plain(config[name])
+        if isinstance(wanted, (set, frozenset)):  # any of several values
+            if not any(value == _plain(w) for w in wanted):
+                return False
+        elif value != _plain(wanted):
+            return False
+    return True
+
+
+def find(root: Optional[PathLike] = None, records: Optional[Iterable[Mapping[str, Any]]] = None,
+         **fields: Any) -> List[Dict[str, Any]]:
+    """Records whose config has all the given field values, e.g. ``find(conv="fmdconv")``.
+
+    A set as a value matches any of its members: ``find(conv={"static", "fmdconv"})``.
+    """
+    pool = list_records(root) if records is None else records
+    return [dict(r) for r in pool if _matches(r.get("config", {}), fields)]

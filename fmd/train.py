@@ -1,0 +1,725 @@
+"""The training loop: recipes, LR and temperature schedules, checkpoints, resume and run records.
+
+``train(config)`` trains one ResNet on one dataset and returns its run record (see :mod:`fmd.runs`).
+A run is identified by its configuration: asking again for a finished run returns the stored record
+at no cost, unless ``force=True``. Every epoch ends with an atomic checkpoint, so an interrupted
+run continues with ``resume=True`` and ends with the same weights and metrics, on the CPU, as an
+uninterrupted one.
+
+Command line: ``python -m fmd.train --recipe quick --conv fmdconv`` (``--help`` lists every knob).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import runs
+from .conv import CONV_REGISTRY, FMD_ATTENTIONS, FMD_PRESETS
+from .data import DATASETS, TRANSFORMS, BatchLoader, get_datasets, make_loaders
+from .metrics import speed_accuracy, topk_correct
+from .models import DEPTHS, STEMS, ResNet
+from .temperature import apply_schedules, default_schedules
+
+PathLike = Union[str, Path]
+LR_SCHEDULES = ("step", "cosine")
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used: unreadable, from another configuration, or in the way."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# Which knobs each conv reads; the others do not change the run, so they stay out of its key
+# (a static baseline is shared by every FMDConv ablation instead of being trained again).
+_CONV_FIELDS = {
+    "static": (),
+    "condconv": ("kernel_num",),
+    "dyconv": ("kernel_num", "anneal_epochs"),
+    "odconv": ("kernel_num", "anneal_epochs"),
+    "fmdconv": ("kernel_num", "preset", "kernel_temperature", "gate_temperature", "attentions",
+                "anneal_epochs"),
+}
+_ALL_CONV_FIELDS = {f for fields in _CONV_FIELDS.values() for f in fields}
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; two runs with equal configs compute the same thing."""
+
+    recipe: str = "custom"  # the named recipe this config started from (a label)
+    dataset: str = "fashion_mnist"
+    channels: Optional[int] = None  # input channels; None: the dataset's own (Fashion-MNIST 1)
+    transform: str = "cifar"  # "cifar" (32×32, pad-crop + flip), "imagenet" (224), "none"
+    train_subset: Optional[int] = None  # a seeded random subset of the training images
+    test_subset: Optional[int] = None
+    data_seed: int = 0  # picks the subsets and the synthetic set; fixed across training seeds
+    conv: str = "static"
+    depth: int = 18
+    stem: str = "cifar"
+    width: int = 64
+    kernel_num: int = 4  # K kernels (CondConv: experts; its paper uses 8)
+    preset: str = "official"  # FMDConv temperatures: "official" (T_k fixed) or "paper" (T_k decays)
+    kernel_temperature: float = 34.0
+    gate_temperature: float = 30.0
+    attentions: Tuple[str, ...] = FMD_ATTENTIONS  # FMDConv branches (ablations switch some off)
+    anneal_epochs: float = 10.0  # temperatures reach their end value after this many epochs
+    epochs: int = 100
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # None: 2 × batch_size
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    lr_schedule: str = "step"  # "step" (× gamma at each milestone epoch) or "cosine" (per iteration)
+    milestones: Tuple[int, ...] = (30, 60, 90)
+    gamma: float = 0.1
+    seed: int = 0
+    threads: Optional[int] = None  # torch.set_num_threads; None: leave torch's default
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        self._validate()
+
+    def _validate(self) -> None:
+        choices = {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS,
+                   "transform": TRANSFORMS, "conv": tuple(CONV_REGISTRY), "stem": STEMS,
+                   "preset": FMD_PRESETS, "lr_schedule": LR_SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
+        if self.depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {tuple(DEPTHS)}, got {self.depth!r}")
+        unknown = set(self.attentions) - set(FMD_ATTENTIONS)
+        if unknown:
+            raise ValueError(f"attentions must be a subset of {FMD_ATTENTIONS}, got {self.attentions}")
+        for name in ("width", "kernel_num", "epochs", "batch_size"):
+            _require(name, getattr(self, name) >= 1, "a positive integer")
+        for name in ("channels", "train_subset", "test_subset", "eval_batch_size", "threads"):
+            value = getattr(self, name)
+            _require(name, value is None or value >= 1, "a positive integer or None")
+        _require("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
+        _require("momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        _require("weight_decay", self.weight_decay >= 0, "non-negative")
+        _require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
+        _require("anneal_epochs", self.anneal_epochs > 0, "positive")
+        _require("milestones", list(self.milestones) == sorted(set(self.milestones))
+                 and all(m >= 1 for m in self.milestones), "increasing positive epochs")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The config as plain JSON-able values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """The config stored in a record or checkpoint."""
+        _check_fields(values)
+        return cls(**values)
+
+    def identity(self) -> Dict[str, Any]:
+        """The fields that decide what the run computes: the basis of its key."""
+        kept = self.to_dict()
+        for name in _ALL_CONV_FIELDS - set(_CONV_FIELDS[self.conv]):
+            kept.pop(name)
+        if self.lr_schedule == "cosine":
+            kept.pop("milestones"), kept.pop("gamma")
+        return kept
+
+    def key(self) -> str:
+        """The run's key (see :func:`fmd.runs.config_key`)."""
+        return runs.config_key(self.identity())
+
+    def conv_options(self) -> Optional[Dict[str, Any]]:
+        """Options for each dynamic layer of the model."""
+        if self.conv == "static":
+            return None
+        if self.conv == "condconv":
+            return {"num_experts": self.kernel_num}
+        if self.conv == "fmdconv":
+            return {"kernel_num": self.kernel_num, "preset": self.preset,
+                    "kernel_temperature": self.kernel_temperature,
+                    "gate_temperature": self.gate_temperature, "attentions": self.attentions}
+        return {"kernel_num": self.kernel_num}
+
+    def schedules(self) -> Dict[str, Callable[[float], float]]:
+        """The temperature schedule of each role for this conv."""
+        return default_schedules(self.conv, preset=self.preset,
+                                 kernel_temperature=self.kernel_temperature,
+                                 gate_temperature=self.gate_temperature,
+                                 anneal_epochs=self.anneal_epochs)
+
+
+def _require(name: str, ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {what}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check a field against its type, making 1 and 1.0 (and lists and tuples) the same value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(name, value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a sequence, got {value!r}")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _check_fields(values: Dict[str, Any]) -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; the fields are {names}")
+
+
+# Named recipes: overrides of TrainConfig's defaults.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # The official FMDConv/ODConv recipe: ImageNet-style 224×224 inputs (RandomResizedCrop +
+    # flip; Resize 256 + CenterCrop 224), SGD lr 0.1, wd 1e-4, ×0.1 at epochs 30/60/90 of 100,
+    # temperatures annealed over the first 10 epochs. For a GPU and the CIFAR files.
+    "paper": dict(dataset="cifar10", transform="imagenet", stem="imagenet", width=64, epochs=100,
+                  batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, lr_schedule="step",
+                  milestones=(30, 60, 90), anneal_epochs=10.0),
+    # The same optimiser at CIFAR's own resolution: 32×32 inputs, the 3×3 CIFAR stem.
+    "cifar": dict(dataset="cifar10", transform="cifar", stem="cifar", width=64, epochs=100,
+                  batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, lr_schedule="step",
+                  milestones=(30, 60, 90), anneal_epochs=10.0),
+    # Offline on a 2-core CPU in minutes: Fashion-MNIST 32×32, ResNet-18 at width 16 with the
+    # ImageNet stem (7×7/2 + max-pool: 8×8 maps in the first stage, which a CPU can afford),
+    # a cosine LR, and the temperatures annealed over the first 10% of the run as in `paper`.
+    # No augmentation: a run this short underfits, and pad-crop cost 3 points of top-1 at 4 epochs.
+    "quick": dict(dataset="fashion_mnist", transform="none", stem="imagenet", width=16, epochs=5,
+                  batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_schedule="cosine",
+                  anneal_epochs=0.5),
+    # Seconds: the synthetic set and a width-8 ResNet-18, for tests and CI. One thread: a model
+    # this small is bound by per-op overhead, and a second thread spinning on a shared machine
+    # made it up to 5× slower.
+    "smoke": dict(dataset="synthetic", transform="cifar", stem="imagenet", width=8, epochs=2,
+                  batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_schedule="cosine",
+                  anneal_epochs=0.5, threads=1),
+}
+
+
+def make_config(recipe: str = "quick", **overrides: Any) -> TrainConfig:
+    """The config of a named recipe (``paper``, ``cifar``, ``quick``, ``smoke``) with overrides."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {tuple(RECIPES)}")
+    _check_fields(overrides)
+    values = {**RECIPES[recipe], "recipe": recipe, **overrides}
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of a run
+
+
+def lr_factor(config: TrainConfig, epoch: float) -> float:
+    """The LR multiplier at training progress ``epoch`` (fractional, applied per iteration)."""
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch / config.epochs, 1.0)))
+    passed = sum(1 for m in config.milestones if math.floor(epoch + 1e-9) >= m)
+    return config.gamma ** passed
+
+
+def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> ResNet:
+    """The ResNet that ``config`` describes, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    return ResNet(config.depth, conv=config.conv, num_classes=num_classes, stem=config.stem,
+                  width=config.width, in_channels=in_channels, conv_options=config.conv_options())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A human-readable name of the device (GPU or CPU model)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"cpu: {model}"
+
+
+def git_state(repo: PathLike = runs.REPO_ROOT) -> Dict[str, Any]:
+    """The checked-out commit and whether tracked files differ from it ("unknown" without git)."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of Python and the libraries a run depends on."""
+    import numpy
+    import torchvision
+
+    from . import __version__
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "fmd": __version__}
+
+
+def _loss(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(logits, targets)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: BatchLoader) -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percent) over the loader, and its throughput."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+    _sync(device)
+    start = time.perf_counter()
+    for images, targets in loader:
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
+        hit1, hit5 = topk_correct(logits, targets, (1, 5))
+        top1 += int(hit1.sum())
+        top5 += int(hit5.sum())
+        seen += targets.shape[0]
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / seen, "top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen,
+            "images": seen, "seconds": seconds, "images_per_s": seen / seconds}
+
+
+def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, schedules: Dict[str, Any],
+                epoch: int, *, progress: bool = False, desc: str = "") -> Dict[str, Any]:
+    """One epoch of SGD; temperatures follow ``schedules`` per iteration. Raises on a NaN loss."""
+    model.train()
+    device = next(model.parameters()).device
+    iters = len(loader)
+    loss_sum, correct, seen = 0.0, 0, 0
+    temperatures: Dict[str, float] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(loader, total=iters, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    _sync(device)
+    start = time.perf_counter()
+    for i, (images, targets) in enumerate(bar):
+        temperatures = apply_schedules(model, schedules, epoch + i / iters)
+        logits = model(images)
+        loss = _loss(logits, targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            bar.close()
+            raise NonFiniteLossError(f"the training loss became {value} at epoch {epoch + 1}, "
+                                     f"iteration {i + 1}/{iters}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        batch = targets.shape[0]
+        loss_sum += value * batch
+        correct += int((logits.argmax(1) == targets).sum())
+        seen += batch
+        if progress and (i % 10 == 0 or i == iters - 1):
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    _sync(device)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return {"loss": loss_sum / seen, "top1": 100.0 * correct / seen, "images": seen,
+            "seconds": seconds, "images_per_s": seen / seconds, "temperatures": temperatures,
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_path(config: TrainConfig, runs_root: Optional[PathLike] = None) -> Path:
+    """Where the run's latest checkpoint lives."""
+    return runs.run_dir(config.identity(), runs_root) / "checkpoints" / "last.pt"
+
+
+def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a crash leaves the previous one intact)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    runs.atomic_write_bytes(path, buffer.getvalue())
+
+
+_CHECKPOINT_KEYS = ("format", "key", "config", "epoch", "model", "optimizer", "scheduler",
+                    "loader", "rng", "history", "elapsed_s", "sessions", "git")
+
+
+def load_checkpoint(path: PathLike, config: TrainConfig) -> Dict[str, Any]:
+    """Read a checkpoint and check that ``config`` wrote it; :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    hint = "delete it or pass force=True (--force) to start the run over"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable "
+                              f"({type(error).__name__}: {error}); {hint}") from error
+    if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_KEYS):
+        raise CheckpointError(f"checkpoint {path} is incomplete (not written by fmd.train "
+                              f"format {CHECKPOINT_FORMAT}); {hint}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {state['format']}, this code reads "
+                              f"format {CHECKPOINT_FORMAT}; {hint}")
+    if state["key"] != config.key():
+        theirs = state["config"] if isinstance(state["config"], dict) else {}
+        ours = config.to_dict()
+        differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+        raise CheckpointError(f"checkpoint {path} belongs to a different configuration (key "
+                              f"{state['key']}, this run {config.key()}; fields that differ: "
+                              f"{differ}); {hint}")
+    if not 0 <= state["epoch"] <= config.epochs:
+        raise CheckpointError(f"checkpoint {path} is at epoch {state['epoch']}, outside this "
+                              f"run's {config.epochs} epochs; {hint}")
+    return state
+
+
+def _rng_state() -> Dict[str, Any]:
+    state: Dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
+          data_root: Optional[PathLike] = None, force: bool = False, resume: bool = False,
+          progress: bool = True, verbose: Optional[bool] = None, download: bool = False,
+          stop_after: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """Train (or fetch) the run ``config`` describes and return its record.
+
+    * A finished run's stored record is returned without training, unless ``force``.
+    * An unfinished run's checkpoint is continued with ``resume``; without ``resume`` it is an
+      error (so no work is silently thrown away), with ``force`` it is started over.
+    * ``stop_after`` ends this call after that many epochs (checkpointed; ``None`` is returned);
+      a later call with ``resume=True`` continues.
+    * A NaN or infinite loss raises :class:`NonFiniteLossError`; the last checkpoint stays.
+    * ``progress`` shows tqdm bars; ``verbose`` (default: as ``progress``) prints a line per epoch.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (see make_config), got {type(config).__name__}")
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or stop_after < 1):
+        raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
+    identity, key = config.identity(), config.key()
+    if not force:
+        record = runs.load_record(identity, runs_root)
+        if record is not None:
+            return record
+    ckpt_path = checkpoint_path(config, runs_root)
+    state = None
+    if ckpt_path.exists():
+        if resume:
+            state = load_checkpoint(ckpt_path, config)
+        elif not force:
+            raise CheckpointError(f"an unfinished run of this config has a checkpoint at {ckpt_path}; "
+                                  "pass resume=True (--resume) to continue it or force=True "
+                                  "(--force) to start over")
+
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, identity, key, ckpt_path, state, runs_root, data_root, progress,
+                    progress if verbose is None else verbose, download, stop_after)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Path,
+         state: Optional[Dict[str, Any]], runs_root: Optional[PathLike],
+         data_root: Optional[PathLike], progress: bool, verbose: bool, download: bool,
+         stop_after: Optional[int]) -> Optional[Dict[str, Any]]:
+    device = resolve_device(config.device)
+    train_set, test_set = get_datasets(config.dataset, data_root, train_subset=config.train_subset,
+                                       test_subset=config.test_subset, channels=config.channels,
+                                       download=download, seed=config.data_seed)
+    train_loader, test_loader = make_loaders(
+        train_set, test_set, config.batch_size, transform=config.transform,
+        eval_batch_size=config.eval_batch_size or 2 * config.batch_size, device=device,
+        seed=config.seed)
+    model = build_model(config, train_set.num_classes, train_set.channels).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    iters = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(config, it / iters))
+    schedules = config.schedules()
+
+    history: List[Dict[str, Any]] = []
+    start_epoch, elapsed, sessions, git = 0, 0.0, 1, git_state()
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            train_loader.load_state_dict(state["loader"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run's model or "
+                                  f"optimizer ({error}); delete it or pass force=True") from error
+        _set_rng_state(state["rng"])
+        start_epoch, history = state["epoch"], list(state["history"])
+        elapsed, sessions, git = state["elapsed_s"], state["sessions"] + 1, state["git"]
+
+    say = _printer(verbose)
+    say(f"run {runs.run_name(identity)}: {config.conv} ResNet-{config.depth} on {config.dataset}"
+        f" ({len(train_set)} train / {len(test_set)} test images, {device}, "
+        f"{torch.get_num_threads()} threads)" + (f", resuming after epoch {start_epoch}"
+                                                  if state is not None else ""))
+    session_start = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        tic = time.perf_counter()
+        fit = train_epoch(model, train_loader, optimizer, scheduler, schedules, epoch,
+                          progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}")
+        test = evaluate(model, test_loader)
+        row = {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],
+               "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
+               "lr": fit["lr"], "temperatures": fit["temperatures"],
+               "train_images": fit["images"], "train_seconds": fit["seconds"],
+               "train_images_per_s": fit["images_per_s"],
+               "eval_seconds": test["seconds"], "eval_images_per_s": test["images_per_s"],
+               "epoch_seconds": time.perf_counter() - tic}
+        history.append(row)
+        say(f"epoch {epoch + 1}/{config.epochs}: train loss {fit['loss']:.4f}, "
+            f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
+            f"{fit['images_per_s']:.0f} img/s train, {row['epoch_seconds']:.1f} s")
+        save_checkpoint(ckpt_path, {
+            "format": CHECKPOINT_FORMAT, "key": key, "config": config.to_dict(), "epoch": epoch + 1,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "loader": train_loader.state_dict(),
+            "rng": _rng_state(), "history": history,
+            "elapsed_s": elapsed + time.perf_counter() - session_start, "sessions": sessions,
+            "git": git})
+        if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < config.epochs:
+            say(f"stopped after epoch {epoch + 1}; continue with resume=True (--resume)")
+            return None
+    elapsed += time.perf_counter() - session_start
+
+    record = _make_record(config, identity, key, model, train_set, test_loader, history, elapsed,
+                          sessions, git, device)
+    path = runs.write_record(record, runs_root)
+    say(f"record: {path}")
+    return record
+
+
+def _printer(verbose: bool) -> Callable[[str], None]:
+    if not verbose:
+        return lambda message: None
+    from tqdm.auto import tqdm
+    return lambda message: tqdm.write(message, file=sys.stderr)
+
+
+def _finite(value: float) -> Optional[float]:
+    """JSON has no infinity: an unbounded score is stored as null."""
+    return value if math.isfinite(value) else None
+
+
+def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: nn.Module,
+                 train_set: Any, test_loader: BatchLoader, history: List[Dict[str, Any]],
+                 elapsed: float, sessions: int, git: Dict[str, Any],
+                 device: torch.device) -> Dict[str, Any]:
+    from .complexity import count_macs, count_params  # here: complexity pulls in thop
+
+    input_shape = (1, *test_loader.output_shape())
+    params = count_params(model)
+    macs = count_macs(model, input_size=input_shape)
+    last = history[-1]
+    train_images = sum(h["train_images"] for h in history)
+    train_seconds = sum(h["train_seconds"] for h in history)
+    eval_ms = 1000.0 / last["eval_images_per_s"]
+    scores = {
+        "macs": {"cost_per_image": macs / 1e9, "unit": "GMACs",
+                 **speed_accuracy(last["test_top1"], macs / 1e9)},
+        "eval_time": {"cost_per_image": eval_ms, "unit": "ms",
+                      **speed_accuracy(last["test_top1"], eval_ms)},
+    }
+    for basis in scores.values():
+        basis["ies"] = _finite(basis["ies"])
+    return {
+        "name": runs.run_name(identity), "key": key, "config": config.to_dict(),
+        "final": {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
+                  "test_loss": last["test_loss"], "train_loss": last["train_loss"],
+                  "train_top1": last["train_top1"]},
+        "best_test_top1": max(h["test_top1"] for h in history),
+        "history": history,
+        "num_classes": train_set.num_classes, "train_images": len(train_set),
+        "test_images": test_loader.data.images.shape[0], "input_size": list(input_shape),
+        "params": params, "macs": macs,
+        "speed": {"train_images_per_s": train_images / train_seconds,
+                  "eval_images_per_s": last["eval_images_per_s"], "eval_ms_per_image": eval_ms,
+                  "eval_batch_size": test_loader.batch_size,
+                  "measured": "train: all epochs' training passes; eval: the last epoch's test "
+                              "pass (model and input transforms, at eval_batch_size)"},
+        "speed_accuracy": scores,
+        "wall_time_s": elapsed, "sessions": sessions, "seed": config.seed,
+        "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
+        "device": describe_device(device), "threads": torch.get_num_threads(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_value(text: str, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        if text.lower() == "none":
+            return None
+        return _parse_value(text, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        return tuple(_parse_value(t.strip(), args[0]) for t in text.split(",") if t.strip())
+    if hint is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from None
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fmd.train", description="Train a ResNet with a (dynamic) convolution; "
+        "prints the run record's summary. Config flags override the recipe's values.")
+    parser.add_argument("--recipe", default="quick", help=f"one of {tuple(RECIPES)} (default quick)")
+    parser.add_argument("--runs-root", default=None, help=f"run records (default {runs.RUNS_ROOT})")
+    parser.add_argument("--data-root", default=None, help="datasets (default data/ in the repo)")
+    parser.add_argument("--force", action="store_true", help="train even if a record exists")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    parser.add_argument("--download", action="store_true", help="download missing datasets")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (a line per epoch is still printed)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no messages")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config and its run folder, then exit")
+    hints = typing.get_type_hints(TrainConfig)
+    config_group = parser.add_argument_group("config (see fmd.train.TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "recipe":
+            continue
+        hint = hints[f.name]
+        # SUPPRESS: a flag left out keeps the recipe's value, even where "none" is a valid value.
+        config_group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                                  default=argparse.SUPPRESS,
+                                  type=lambda text, hint=hint: _parse_value(text, hint),
+                                  metavar=_metavar(hint))
+    return parser
+
+
+def _metavar(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return _metavar(next(a for a in args if a is not type(None))) + "|none"
+    if origin is tuple:
+        return f"{_metavar(args[0])},..."
+    return {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(hint, "VALUE")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name != "recipe" and hasattr(args, f.name)}
+    try:
+        config = make_config(args.recipe, **overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        print(runs.run_dir(config.identity(), args.runs_root))
+        return 0
+    try:
+        record = train(config, args.runs_root, data_root=args.data_root, force=args.force,
+                       resume=args.resume, progress=not (args.no_progress or args.quiet),
+                       verbose=not args.quiet, download=args.download)
+    except (CheckpointError, NonFiniteLossError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    assert record is not None
+    summary = {k: record[k] for k in ("name", "final", "params", "macs", "speed", "wall_time_s")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

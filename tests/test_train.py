@@ -1,0 +1,250 @@
+"""The training loop on the synthetic set: learning, exact resume, checkpoint safety, run records."""
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+import fmd.train as train_module
+from fmd import runs
+from fmd.complexity import count_macs, count_params
+from fmd.metrics import speed_accuracy
+from fmd.train import (CheckpointError, NonFiniteLossError, TrainConfig, build_model,
+                       checkpoint_path, load_checkpoint, lr_factor, main, make_config, train)
+
+
+def tiny(**overrides):
+    """A run of a few seconds: 256 synthetic images, two epochs of 8 iterations."""
+    values = dict(train_subset=256, test_subset=128, epochs=2, batch_size=32)
+    values.update(overrides)
+    return make_config("smoke", **values)
+
+
+def quiet(config, root, **kwargs):
+    return train(config, root, progress=False, **kwargs)
+
+
+def metrics(record):
+    """Each epoch's numbers, without wall-clock timings."""
+    timed = {"train_seconds", "train_images_per_s", "eval_seconds", "eval_images_per_s",
+             "epoch_seconds"}
+    return [{k: v for k, v in row.items() if k not in timed} for row in record["history"]]
+
+
+def test_training_lowers_the_loss_and_beats_chance(tmp_path):
+    record = quiet(make_config("smoke", conv="static", epochs=3), tmp_path)
+    history = record["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["train_top1"] > history[0]["train_top1"]
+    assert record["final"]["test_top1"] > 40.0  # 10 classes: chance is 10%
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at zero
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    config = tiny(conv="fmdconv")
+    straight = quiet(config, tmp_path / "a")
+
+    assert quiet(config, tmp_path / "b", stop_after=1) is None
+    ckpt = checkpoint_path(config, tmp_path / "b")
+    assert load_checkpoint(ckpt, config)["epoch"] == 1
+    assert runs.load_record(config.identity(), tmp_path / "b") is None
+    with pytest.raises(CheckpointError, match="resume=True"):
+        quiet(config, tmp_path / "b")  # an unfinished run is never silently restarted
+    resumed = quiet(config, tmp_path / "b", resume=True)
+
+    assert resumed["sessions"] == 2 and straight["sessions"] == 1
+    assert metrics(resumed) == metrics(straight)
+    assert resumed["final"] == straight["final"]
+    a = load_checkpoint(checkpoint_path(config, tmp_path / "a"), config)
+    b = load_checkpoint(ckpt, config)
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    # The temperatures followed the official FMDConv schedule: T_k fixed, T_io annealed to 1.
+    temperatures = [row["temperatures"] for row in straight["history"]]
+    assert temperatures == [{"kernel": 34.0, "gate": 1.0}] * 2
+
+
+def test_corrupt_checkpoint_is_refused_with_a_clear_error(tmp_path):
+    config = tiny()
+    quiet(config, tmp_path, stop_after=1)
+    ckpt = checkpoint_path(config, tmp_path)
+    good = ckpt.read_bytes()
+    for damaged in (b"not a checkpoint", good[: len(good) // 2]):
+        ckpt.write_bytes(damaged)
+        with pytest.raises(CheckpointError, match="corrupt or unreadable") as info:
+            quiet(config, tmp_path, resume=True)
+        assert str(ckpt) in str(info.value) and "force=True" in str(info.value)
+    assert ckpt.read_bytes() == damaged  # refused, not overwritten by a fresh start
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    ours, theirs = tiny(lr=0.05), tiny(lr=0.02)
+    quiet(theirs, tmp_path, stop_after=1)
+    target = checkpoint_path(ours, tmp_path)
+    target.parent.mkdir(parents=True)
+    shutil.copy(checkpoint_path(theirs, tmp_path), target)
+    with pytest.raises(CheckpointError, match=r"different configuration.*\['lr'\]"):
+        quiet(ours, tmp_path, resume=True)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny()
+    real_loss, calls = train_module._loss, []
+
+    def loss_that_breaks_in_epoch_2(logits, targets):
+        calls.append(1)
+        loss = real_loss(logits, targets)
+        return loss * float("nan") if len(calls) > 8 + 2 else loss  # 8 iterations per epoch
+
+    monkeypatch.setattr(train_module, "_loss", loss_that_breaks_in_epoch_2)
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 2, iteration 3/8"):
+        quiet(config, tmp_path)
+    ckpt = checkpoint_path(config, tmp_path)
+    assert load_checkpoint(ckpt, config)["epoch"] == 1
+    assert runs.load_record(config.identity(), tmp_path) is None
+
+    # The kept checkpoint is good: the run finishes from it and matches an uninterrupted run.
+    monkeypatch.setattr(train_module, "_loss", real_loss)
+    resumed = quiet(config, tmp_path, resume=True)
+    assert metrics(resumed) == metrics(quiet(config, tmp_path / "straight"))
+
+
+def test_a_diverging_run_stops_before_writing_anything(tmp_path):
+    config = tiny(lr=1e12, momentum=0.0, weight_decay=0.0)
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        quiet(config, tmp_path)
+    assert not checkpoint_path(config, tmp_path).exists()
+
+
+def test_record_is_reused_unless_forced(tmp_path, monkeypatch):
+    config = tiny()
+    first = quiet(config, tmp_path)
+    calls = []
+    real_run = train_module._run
+    monkeypatch.setattr(train_module, "_run", lambda *a, **k: calls.append(1) or real_run(*a, **k))
+
+    assert quiet(config, tmp_path) == first and calls == []
+    # Knobs the static conv never reads, or a cosine schedule's milestones, do not make a new run.
+    same_run = tiny(preset="paper", kernel_num=8, attentions=("input",), milestones=(1,))
+    assert same_run.key() == config.key() and quiet(same_run, tmp_path) == first and calls == []
+
+    again = quiet(config, tmp_path, force=True)
+    assert calls == [1]
+    assert metrics(again) == metrics(first)  # the same seed gives the same run
+    assert runs.read_record(runs.run_dir(config.identity(), tmp_path)) == again
+
+
+def test_record_holds_what_figures_need(tmp_path):
+    config = tiny(conv="fmdconv", epochs=1)
+    record = quiet(config, tmp_path)
+    on_disk = json.loads((runs.run_dir(config.identity(), tmp_path) / "record.json").read_text())
+    assert on_disk == record
+    assert record["config"] == config.to_dict() and record["key"] == config.key()
+    model = build_model(config, num_classes=10, in_channels=3)
+    assert record["params"] == count_params(model)
+    assert record["input_size"] == [1, 3, 32, 32]
+    assert record["macs"] == count_macs(model, input_size=(1, 3, 32, 32))
+    top1 = record["final"]["test_top1"]
+    by_macs = record["speed_accuracy"]["macs"]
+    assert by_macs["cost_per_image"] == record["macs"] / 1e9 and by_macs["unit"] == "GMACs"
+    assert by_macs["rcs"] == speed_accuracy(top1, record["macs"] / 1e9)["rcs"]
+    by_time = record["speed_accuracy"]["eval_time"]
+    assert by_time["cost_per_image"] == pytest.approx(1000 / record["speed"]["eval_images_per_s"])
+    assert record["speed"]["train_images_per_s"] > 0
+    assert set(record["versions"]) >= {"python", "torch", "torchvision", "numpy", "fmd"}
+    commit = record["git_commit"]
+    assert commit == "unknown" or (len(commit) == 40 and int(commit, 16) >= 0)
+    assert record["device"].startswith("cpu") and record["threads"] == config.threads == 1
+    assert record["train_images"] == 256 and record["test_images"] == 128
+    row = record["history"][0]
+    assert row["train_images"] == 256 and math.isfinite(row["test_loss"])
+    assert runs.find(tmp_path, conv="fmdconv", dataset="synthetic") == [record]
+    assert runs.find(tmp_path, conv={"static", "fmdconv"}) == [record]
+    assert runs.find(tmp_path, conv="static") == []
+
+
+def test_bad_names_and_values_list_the_choices():
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*paper.*cifar.*quick.*smoke"):
+        make_config("fast")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*fashion_mnist.*synthetic"):
+        make_config("smoke", dataset="imagenet")
+    with pytest.raises(ValueError, match="unknown conv 'xconv'.*fmdconv"):
+        make_config("smoke", conv="xconv")
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'.*step.*cosine"):
+        make_config("smoke", lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['learning_rate'\].*'lr'"):
+        make_config("smoke", learning_rate=0.1)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        make_config("smoke", epochs=0)
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        make_config("smoke", epochs=2.5)
+    with pytest.raises(ValueError, match="attentions must be a subset"):
+        make_config("smoke", attentions=("input", "spatial"))
+    with pytest.raises(TypeError, match="make_config"):
+        train({"conv": "static"})
+
+
+def test_config_values_are_normalised_so_equal_runs_share_a_key():
+    a = make_config("smoke", lr=1, milestones=[3, 6])
+    b = make_config("smoke", lr=1.0, milestones=(3, 6))
+    assert a == b and a.key() == b.key()
+    assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    assert make_config("smoke", seed=1).key() != a.key()
+
+
+def test_learning_rate_schedules():
+    step = make_config("paper")  # ×0.1 at epochs 30, 60 and 90
+    assert [lr_factor(step, e) for e in (0, 29.99, 30, 59.5, 60, 95)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.001])
+    cosine = make_config("quick", epochs=4)
+    assert [lr_factor(cosine, e) for e in (0, 2, 4)] == pytest.approx([1, 0.5, 0])
+
+
+def test_command_line_trains_reuses_and_reports_bad_names(tmp_path, capsys):
+    argv = ["--recipe", "smoke", "--train-subset", "128", "--test-subset", "64", "--epochs", "1",
+            "--runs-root", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == first  # the stored record, not a new run
+    assert len(runs.list_records(tmp_path)) == 1
+
+    assert main(["--recipe", "quick", "--threads", "none", "--milestones", "5,10",
+                 "--attentions", "input,output", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    config = json.loads(printed[:printed.rindex("}") + 1])
+    assert config["threads"] is None and config["milestones"] == [5, 10]
+    assert config["attentions"] == ["input", "output"] and config["recipe"] == "quick"
+
+    with pytest.raises(SystemExit) as info:
+        main(["--recipe", "bogus"])
+    assert info.value.code == 2
+    assert "paper" in capsys.readouterr().err
+
+    (tmp_path / "b").mkdir()
+    assert main(argv[:-3] + ["--runs-root", str(tmp_path / "b"), "--quiet", "--conv", "odconv",
+                             "--lr", "1e12", "--momentum", "0", "--weight-decay", "0"]) == 1
+    assert "loss became" in capsys.readouterr().err
+
+
+def test_runs_keys_queries_and_atomic_writes(tmp_path):
+    config = {"dataset": "synthetic", "conv": "static", "lr": 0.1, "milestones": [1, 2]}
+    reordered = {"milestones": (1, 2), "lr": 0.1, "conv": "static", "dataset": "synthetic"}
+    assert runs.config_key(config) == runs.config_key(reordered)
+    assert runs.config_key({**config, "progress": False}) == runs.config_key(config)
+    assert runs.config_key({**config, "lr": 0.2}) != runs.config_key(config)
+    assert runs.run_name(config).startswith("synthetic-static-")
+
+    path = runs.write_record({"config": config, "final": {"test_top1": 50.0}}, tmp_path)
+    assert path == runs.run_dir(config, tmp_path) / "record.json"
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temporary files left
+    assert runs.load_record(reordered, tmp_path)["final"] == {"test_top1": 50.0}
+    assert runs.find(tmp_path, milestones=(1, 2), lr=0.1)[0]["config"] == config
+    assert runs.find(tmp_path, lr=0.2) == [] and runs.find(tmp_path, missing_field=1) == []
+    assert runs.list_records(tmp_path / "none") == []
+    path.write_text("{ broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        runs.read_record(path)
