@@ -92,11 +92,16 @@ def _run_isolated(case: Case, conv: str, strategy: str, device: str, repeats: in
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The current commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    """The current commit, '+dirty' where tracked code differs from it, or 'unknown'.
+
+    What a run rewrites (``figures/``, the run records, the notebooks' outputs) does not count:
+    otherwise every figure after the first of a ``make reproduce`` would be stamped dirty.
+    """
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!figures", ":!data/runs", ":!notebooks"], cwd=root,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -24,7 +24,8 @@ VOLATILE_KEYS = ("papermill", "execution")
 
 def find_notebooks(folder: Path = NOTEBOOKS, only: Optional[Sequence[str]] = None) -> List[Path]:
     """The numbered notebooks in order, optionally only those whose names start with ``only``."""
-    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if ".failed" not in p.name)
+    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb")
+                   if not p.name.endswith((".failed.ipynb", ".running.ipynb")))
     if only:
         found = [p for p in found if any(p.name.startswith(prefix) for prefix in only)]
     if not found:

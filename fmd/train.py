@@ -23,7 +23,8 @@ import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar,
+                    Union)
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from .models import DEPTHS, STEMS, ResNet
 from .temperature import apply_schedules, default_schedules
 
 PathLike = Union[str, Path]
+Name = TypeVar("Name", bound=Hashable)
 LR_SCHEDULES = ("step", "cosine")
 CHECKPOINT_FORMAT = 1
 
@@ -499,6 +501,41 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                     progress if verbose is None else verbose, download, stop_after)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike] = None, *,
+              progress: bool = False, verbose: bool = True) -> Dict[Name, Dict[str, Any]]:
+    """Train (or fetch) every config; an interrupted run continues from its checkpoint.
+
+    Configs that coincide are one run: the second is fetched from the cache at no cost.
+    """
+    return {name: train(config, runs_root, resume=True, progress=progress, verbose=verbose)
+            for name, config in configs.items()}
+
+
+def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
+                 retrain: bool = True, data_root: Optional[PathLike] = None,
+                 progress: bool = False) -> Optional[Tuple[nn.Module, Dict[str, Any]]]:
+    """The trained model of run ``config`` (eval mode, final temperatures) and its record.
+
+    Records are committed, checkpoints are not: where the checkpoint of a finished run is missing
+    the run is trained again (``force``, rewriting its record) if ``retrain``, else None is returned.
+    """
+    record = runs.load_record(config.identity(), runs_root)
+    path = checkpoint_path(config, runs_root)
+    if record is None or not path.is_file():
+        if not retrain:
+            return None
+        record = train(config, runs_root, data_root=data_root, force=record is not None,
+                       resume=record is None, progress=progress, verbose=progress)
+    assert record is not None
+    state = load_checkpoint(path, config)
+    if state["epoch"] != config.epochs:
+        raise CheckpointError(f"checkpoint {path} is at epoch {state['epoch']} of {config.epochs}; "
+                              "the run is unfinished")
+    model = build_model(config, record["num_classes"], record["input_size"][1])
+    model.load_state_dict(state["model"])  # temperatures are buffers: the final ones come back too
+    return model.eval(), record
 
 
 def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Path,

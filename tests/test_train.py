@@ -248,3 +248,28 @@ def test_runs_keys_queries_and_atomic_writes(tmp_path):
     path.write_text("{ broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         runs.read_record(path)
+
+
+def test_train_all_continues_an_interrupted_run_and_shares_equal_configs(tmp_path):
+    config = tiny(conv="dyconv")
+    assert quiet(config, tmp_path, stop_after=1) is None
+    records = train_module.train_all({"a": config, "b": tiny(conv="dyconv")}, tmp_path, verbose=False)
+    assert records["a"]["sessions"] == 2  # resumed from epoch 1, not restarted
+    assert records["a"] == records["b"]
+    assert len(runs.list_records(tmp_path)) == 1
+
+
+def test_load_trained_returns_the_trained_weights_and_retrains_a_missing_checkpoint(tmp_path):
+    config = tiny(conv="fmdconv")
+    record = quiet(config, tmp_path)
+    model, loaded_record = train_module.load_trained(config, tmp_path)
+    assert not model.training and loaded_record == record
+    state = load_checkpoint(checkpoint_path(config, tmp_path), config)["model"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+    checkpoint_path(config, tmp_path).unlink()  # as on a fresh clone: record kept, weights gone
+    assert train_module.load_trained(config, tmp_path, retrain=False) is None
+    model, again = train_module.load_trained(config, tmp_path)
+    assert checkpoint_path(config, tmp_path).is_file()
+    assert metrics(again) == metrics(record)  # CPU training is deterministic for a seed
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())

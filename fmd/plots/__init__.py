@@ -42,8 +42,24 @@ def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
     return f"profile: {profile} · dataset: {dataset} · commit: {commit or git_commit()}"
 
 
+_figures_override: Optional[Path] = None
+
+
+def set_figures_dir(path: Optional[object]) -> None:
+    """Send every figure and table of this session to ``path`` (None: the profile's folder).
+
+    Notebooks call it with their ``figures_dir`` parameter, so a papermill sweep can write each
+    copy's figures apart instead of over the committed ones. A relative path is taken from the
+    repository root, wherever the kernel runs.
+    """
+    global _figures_override
+    _figures_override = None if path is None else REPO_ROOT / Path(str(path))
+
+
 def figures_dir(profile: str) -> Path:
-    """Where a profile's figures go: ``figures/``, or ``build/smoke-figures/`` for ``smoke``."""
+    """Where figures go: as set by :func:`set_figures_dir`, else ``figures/`` (smoke: ``build/``)."""
+    if _figures_override is not None:
+        return _figures_override
     return SMOKE_FIGURES if profile == "smoke" else FIGURES
 
 

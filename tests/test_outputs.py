@@ -1,0 +1,99 @@
+"""What the notebooks produce: stamped figures and tables, where they go, notebook discovery, Grad-CAM++."""
+import subprocess
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from fmd import gradcam, plots, reproduce
+from fmd.bench import git_commit
+from fmd.models import resnet18
+from fmd.plots.paper import read_stamp
+
+
+@pytest.fixture
+def figures_in(tmp_path):
+    plots.set_figures_dir(tmp_path / "figs")
+    yield tmp_path / "figs"
+    plots.set_figures_dir(None)
+
+
+def test_figures_and_tables_carry_profile_dataset_and_commit(figures_in):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    paths = plots.save_figure(fig, "line", profile="quick", dataset="fashion_mnist")
+    plt.close(fig)
+    paths += plots.save_table([{"conv": "static", "top-1": 90.8}], "table", profile="quick",
+                              dataset="fashion_mnist", title="t")
+    assert sorted(p.name for p in paths) == ["line.pdf", "line.png", "table.csv", "table.md"]
+    assert all(p.parent == figures_in for p in paths)
+    for p in paths:
+        if p.suffix != ".png":  # the PNG's caption is pixels; its PDF twin is read instead
+            stamp = read_stamp(p)
+            assert (stamp["profile"], stamp["dataset"]) == ("quick", "fashion_mnist"), p
+            assert stamp["commit"] == git_commit()
+    with pytest.raises(ValueError, match="no rows"):
+        plots.save_table([], "empty", profile="quick", dataset="x")
+
+
+def test_smoke_figures_never_land_in_figures():
+    assert plots.figures_dir("smoke") != plots.FIGURES
+    assert plots.figures_dir("quick") == plots.FIGURES
+    plots.set_figures_dir("build/sweep")  # relative paths start at the repository root
+    try:
+        assert plots.figures_dir("quick") == plots.REPO_ROOT / "build" / "sweep"
+    finally:
+        plots.set_figures_dir(None)
+
+
+def test_commit_is_dirty_for_code_changes_only(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for folder in ("fmd", "figures", "notebooks"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "f.txt").write_text("a")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = git_commit(tmp_path)
+    assert len(clean) >= 7 and "dirty" not in clean
+    (tmp_path / "figures" / "f.txt").write_text("b")  # a rerun rewrites figures and outputs
+    (tmp_path / "notebooks" / "f.txt").write_text("b")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "fmd" / "f.txt").write_text("b")
+    assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_notebook_discovery_skips_failed_and_running_copies(tmp_path):
+    for name in ("02_b.ipynb", "01_a.ipynb", "01_a.failed.ipynb", "03_c.running.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in reproduce.find_notebooks(tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert [p.name for p in reproduce.find_notebooks(tmp_path, ["02"])] == ["02_b.ipynb"]
+    with pytest.raises(FileNotFoundError, match="no notebooks"):
+        reproduce.find_notebooks(tmp_path, ["09"])
+
+
+def test_gradcam_layer_choice_maps_and_object_share():
+    torch.manual_seed(0)
+    model = resnet18(conv="fmdconv", num_classes=10, in_channels=1, width=8).eval()
+    size = (1, 1, 32, 32)
+    assert gradcam.stage_sizes(model, size) == {"layer1": (8, 8), "layer2": (4, 4),
+                                                "layer3": (2, 2), "layer4": (1, 1)}
+    assert gradcam.pick_layer(model, size) == "layer2"  # layer4's 1×1 map cannot say where
+    with pytest.raises(ValueError, match="min_size"):
+        gradcam.pick_layer(model, size, min_size=16)
+    x = torch.randn(3, 1, 32, 32)
+    heat = gradcam.gradcam_plusplus(model, x, "layer2")
+    assert heat.maps.shape == (3, 32, 32) and heat.maps.min() >= 0 and heat.maps.max() <= 1 + 1e-6
+    assert torch.equal(heat.explained, heat.predicted)
+    with pytest.raises(ValueError, match="targets"):
+        gradcam.gradcam_plusplus(model, x, "layer2", explain="true")
+
+    display = np.zeros((1, 4, 4, 1))
+    display[0, :2] = 1.0  # the object: the top half
+    on_top = np.zeros((1, 4, 4))
+    on_top[0, 0] = 1.0
+    assert gradcam.heat_on_object(on_top, display) == pytest.approx([1.0])
+    assert gradcam.heat_on_object(np.ones((1, 4, 4)), display) == pytest.approx([0.5])
