@@ -125,15 +125,45 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     At batch size 1 this is a single ordinary convolution with the mixed kernel.
     """
     B, C, H, W = x.shape
-    kernels = mix_kernels(weight, att.kernel, att.spatial).expand(B, *weight.shape[1:])
+    kernels = mix_kernels(weight, att.kernel, att.spatial)
     biases = mix_bias(bias, att.kernel)
+    fold_input, fold_output = _foldable_gates(x, weight, att, geo, kernels.shape[0] == B)
+    if fold_input or fold_output:
+        # (a_in ⊙ x) * W = x * (W ⊙ a_in) and a_out ⊙ (x * W + β) = x * (a_out ⊙ W) + a_out ⊙ β:
+        # scaling the per-sample kernel is cheaper than scaling the feature map when it is smaller.
+        K, O, I = weight.shape[:3]
+        scale = torch.ones(1, 1, 1, dtype=x.dtype, device=x.device)
+        if fold_input:
+            a_in = att.input.reshape(B, geo.groups, 1, I).expand(B, geo.groups, O // geo.groups, I)
+            scale = scale * a_in.reshape(B, O, I)
+        if fold_output:
+            scale = scale * att.output[:, :, None]
+            biases = None if biases is None else biases * att.output
+        kernels = kernels * scale[..., None, None]
+    kernels = kernels.expand(B, *weight.shape[1:])
     if biases is not None:
         biases = biases.expand(B, -1)
-    x = _scale_channels(x, att.input).reshape(1, B * C, H, W)
+    x = (x if fold_input else _scale_channels(x, att.input)).reshape(1, B * C, H, W)
     y = geo.conv(x, kernels.reshape(-1, *weight.shape[2:]),
                  None if biases is None else biases.reshape(-1), groups=B * geo.groups)
     y = y.reshape(B, weight.shape[1], y.shape[-2], y.shape[-1])
-    return _scale_channels(y, att.output)
+    return y if fold_output else _scale_channels(y, att.output)
+
+
+def _foldable_gates(x: Tensor, weight: Tensor, att: Attention, geo: Geometry,
+                    per_sample: bool) -> Tuple[bool, bool]:
+    """Whether to fold the input and the output gate into the per-sample kernels.
+
+    Only where a kernel per sample exists already (``per_sample``), and only where the kernel is
+    smaller than the feature map the gate would otherwise scale (C·H·W in, O·H_out·W_out out).
+    """
+    if not per_sample or (att.input is None and att.output is None):
+        return False, False
+    kernel_size = weight[0].numel()
+    fold_input = att.input is not None and kernel_size < x[0].numel()
+    fold_output = (att.output is not None
+                   and kernel_size < weight.shape[1] * _output_positions(x, weight, geo))
+    return fold_input, fold_output
 
 
 def _stack_by_group(weight: Tensor, groups: int) -> Tensor:

@@ -39,9 +39,10 @@ def random_attention(B, C, O, K, k, spatial=True):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("spatial", [True, False])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_every_strategy_matches_reference_outputs_and_gradients(groups, stride, spatial, batch):
+@pytest.mark.parametrize("size", [7, 11])  # 11: the grouped path folds both gates into the kernels
+def test_every_strategy_matches_reference_outputs_and_gradients(groups, stride, spatial, batch, size):
     C, O, K, k = 4, 6, 3, 3
-    x = torch.randn(batch, C, 7, 7, dtype=torch.double, requires_grad=True)
+    x = torch.randn(batch, C, size, size, dtype=torch.double, requires_grad=True)
     weight = torch.randn(K, O, C // groups, k, k, dtype=torch.double, requires_grad=True)
     bias = torch.randn(K, O, dtype=torch.double, requires_grad=True)
     att = random_attention(batch, C, O, K, k, spatial)
@@ -243,3 +244,18 @@ def test_fmdconv_branch_widths_follow_the_official_code():
     assert layer.kernel_attention.fc.out_features == 65  # int(256 * 0.25) + 1
     assert FMDConv2d(512, 512, 3).trunk.width == 32
     assert layer.bias.shape == (4, 128)
+
+
+def test_gates_fold_into_the_kernel_only_where_the_kernel_is_smaller_than_the_map():
+    from fmd.conv import _foldable_gates
+
+    weight = torch.zeros(4, 16, 16, 3, 3)  # 2,304 weights per kernel
+    att = Attention(input=torch.rand(2, 16), kernel=torch.rand(2, 4), spatial=None,
+                    output=torch.rand(2, 16))
+    geo = Geometry((1, 1), (1, 1), (1, 1), 1)
+    large, small = torch.zeros(2, 16, 32, 32), torch.zeros(2, 16, 8, 8)  # 16,384 and 1,024 values
+    assert _foldable_gates(large, weight, att, geo, True) == (True, True)
+    assert _foldable_gates(small, weight, att, geo, True) == (False, False)
+    assert _foldable_gates(large, weight, att, geo, False) == (False, False)  # no per-sample kernel
+    strided = Geometry((4, 4), (1, 1), (1, 1), 1)  # 8×8 outputs of a 32×32 input
+    assert _foldable_gates(large, weight, att, strided, True) == (True, False)
