@@ -16,8 +16,8 @@ from torch import nn
 
 from . import conv_color, label, use_style
 from ..complexity import median_time
-from ..conv import (GROUPED_MIN_POSITIONS, STRATEGIES, DynamicConv2dBase, applicable_strategies,
-                    choose_strategy, make_conv)
+from ..conv import (GROUPED_MIN_POSITIONS, STRATEGIES, UNFOLD_MAX_POSITIONS, DynamicConv2dBase,
+                    applicable_strategies, choose_strategy, make_conv)
 from ..models import ResNet
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
@@ -242,8 +242,15 @@ def memory_ratio_figure(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> pl
 
 
 def strategy_timing_figure(rows: Sequence[Mapping[str, Any]], conv: str,
-                           threshold: int = GROUPED_MIN_POSITIONS) -> plt.Figure:
-    """Training-step time of one layer per strategy against the map size, with auto's choice."""
+                           thresholds: Optional[Mapping[str, int]] = None) -> plt.Figure:
+    """Training-step time of one layer per strategy against the map size, with auto's choice.
+
+    ``thresholds`` (name → output positions) are drawn as dotted lines between the last map with at
+    least that many positions and the first with fewer; by default the engine's two thresholds.
+    """
+    if thresholds is None:
+        thresholds = {"GROUPED_MIN_POSITIONS": GROUPED_MIN_POSITIONS,
+                      "UNFOLD_MAX_POSITIONS": UNFOLD_MAX_POSITIONS}
     use_style()
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     stages = list(dict.fromkeys((r["positions"], r["channels"], r["map"]) for r in rows))
@@ -256,13 +263,13 @@ def strategy_timing_figure(rows: Sequence[Mapping[str, Any]], conv: str,
     ax.scatter([xs[r["positions"]] for r in picked], [r["time ×static"] for r in picked], s=160,
                facecolor="none", edgecolor="black", lw=1.5, zorder=5, label="auto's choice")
     ax.axhline(1.0, color=conv_color("static"), ls="--", lw=1.2, label="static = 1")
-    # the threshold sits between the last map with ≥ threshold positions and the first below it
-    above = [i for i, (p, _, _) in enumerate(stages) if p >= threshold]
-    if above and above[-1] + 1 < len(stages):
-        ax.axvline(above[-1] + 0.5, color="0.5", ls=":", lw=1.2)
-        ax.annotate(f"{threshold} output positions\n(GROUPED_MIN_POSITIONS)", (above[-1] + 0.5, 0),
-                    xycoords=("data", "axes fraction"), xytext=(4, 4), textcoords="offset points",
-                    ha="left", va="bottom", fontsize=8, color="0.35")
+    for name, threshold in thresholds.items():
+        above = [i for i, (p, _, _) in enumerate(stages) if p >= threshold]
+        if above and above[-1] + 1 < len(stages):
+            ax.axvline(above[-1] + 0.5, color="0.5", ls=":", lw=1.2)
+            ax.annotate(f"{threshold} output positions\n({name})", (above[-1] + 0.5, 0),
+                        xycoords=("data", "axes fraction"), xytext=(4, 4), textcoords="offset points",
+                        ha="left", va="bottom", fontsize=8, color="0.35")
     ax.set_xticks(range(len(stages)), [f"{c}→{c} ch\n{m} map\n({p} positions)"
                                        for p, c, m in stages], fontsize=8)
     ax.set_yscale("log", base=2)
