@@ -122,32 +122,80 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
                   geo: Geometry) -> Tensor:
     """Mix a kernel per sample, then one convolution with groups = batch × groups.
 
-    At batch size 1 this is a single ordinary convolution with the mixed kernel.
+    At batch size 1 this is a single ordinary convolution with the mixed kernel. Where the kernel
+    is smaller than the feature map, the input and output gates are folded into it:
+    (a_in ⊙ x) * W = x * (W ⊙ a_in) and a_out ⊙ (x * W + β) = x * (a_out ⊙ W) + a_out ⊙ β.
     """
-    B, C, H, W = x.shape
-    kernels = mix_kernels(weight, att.kernel, att.spatial)
+    B = x.shape[0]
+    per_sample = att.kernel is not None or att.spatial is not None
+    fold_input, fold_output = _foldable_gates(x, weight, att, geo, per_sample or B == 1)
     biases = mix_bias(bias, att.kernel)
-    fold_input, fold_output = _foldable_gates(x, weight, att, geo, kernels.shape[0] == B)
-    if fold_input or fold_output:
-        # (a_in ⊙ x) * W = x * (W ⊙ a_in) and a_out ⊙ (x * W + β) = x * (a_out ⊙ W) + a_out ⊙ β:
-        # scaling the per-sample kernel is cheaper than scaling the feature map when it is smaller.
-        K, O, I = weight.shape[:3]
-        scale = torch.ones(1, 1, 1, dtype=x.dtype, device=x.device)
-        if fold_input:
-            a_in = att.input.reshape(B, geo.groups, 1, I).expand(B, geo.groups, O // geo.groups, I)
-            scale = scale * a_in.reshape(B, O, I)
-        if fold_output:
-            scale = scale * att.output[:, :, None]
-            biases = None if biases is None else biases * att.output
-        kernels = kernels * scale[..., None, None]
-    kernels = kernels.expand(B, *weight.shape[1:])
     if biases is not None:
-        biases = biases.expand(B, -1)
-    x = (x if fold_input else _scale_channels(x, att.input)).reshape(1, B * C, H, W)
-    y = geo.conv(x, kernels.reshape(-1, *weight.shape[2:]),
-                 None if biases is None else biases.reshape(-1), groups=B * geo.groups)
-    y = y.reshape(B, weight.shape[1], y.shape[-2], y.shape[-1])
+        biases = (biases * att.output if fold_output else biases).expand(B, -1)
+    inputs = (weight, att.kernel, att.spatial, att.input if fold_input else None,
+              att.output if fold_output else None)
+    x = x if fold_input else _scale_channels(x, att.input)
+    if (B > 1 and per_sample and torch.is_grad_enabled() and not isinstance(geo.padding, str)
+            and not torch.compiler.is_compiling()):
+        # Training: rebuild the per-sample kernels in backward rather than keep them (B·|W| each).
+        y = _add_bias(_RecomputedKernelConv.apply(x, geo, *inputs), biases)
+    else:
+        kernels = _per_sample_kernels(geo.groups, B, *inputs)
+        y = geo.conv(x.reshape(1, -1, *x.shape[2:]), kernels,
+                     None if biases is None else biases.reshape(-1), groups=B * geo.groups)
+        y = y.reshape(B, weight.shape[1], *y.shape[2:])
     return y if fold_output else _scale_channels(y, att.output)
+
+
+def _per_sample_kernels(groups: int, batch: int, weight: Tensor, kernel: Optional[Tensor],
+                        spatial: Optional[Tensor], in_gate: Optional[Tensor],
+                        out_gate: Optional[Tensor]) -> Tensor:
+    """The (B·O)×(I/G)×kh×kw kernels of the grouped convolution, gates folded in where given."""
+    K, O, I = weight.shape[:3]
+    kernels = mix_kernels(weight, kernel, spatial)
+    if in_gate is not None or out_gate is not None:
+        scale = torch.ones(1, 1, 1, dtype=weight.dtype, device=weight.device)
+        if in_gate is not None:
+            scale = scale * in_gate.reshape(batch, groups, 1, I).expand(
+                batch, groups, O // groups, I).reshape(batch, O, I)
+        if out_gate is not None:
+            scale = scale * out_gate[:, :, None]
+        kernels = kernels * scale[..., None, None]
+    return kernels.expand(batch, *weight.shape[1:]).reshape(-1, *weight.shape[2:])
+
+
+class _RecomputedKernelConv(torch.autograd.Function):
+    """The grouped convolution of :func:`_conv_grouped` that saves the inputs of the per-sample
+    kernels, not the kernels: backward mixes them again (a memory-bound pass, cheap next to the
+    convolution) and sends their gradient back through the mix with autograd."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, geo: Geometry, *inputs: Optional[Tensor]) -> Tensor:
+        B = x.shape[0]
+        with torch.no_grad():
+            kernels = _per_sample_kernels(geo.groups, B, *inputs)
+        ctx.geo = geo
+        ctx.save_for_backward(x, *inputs)
+        y = geo.conv(x.reshape(1, -1, *x.shape[2:]), kernels, groups=B * geo.groups)
+        return y.reshape(B, -1, *y.shape[2:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, *inputs = ctx.saved_tensors
+        geo, B = ctx.geo, x.shape[0]
+        with torch.enable_grad():
+            leaves = [None if t is None else t.detach().requires_grad_(need)
+                      for t, need in zip(inputs, ctx.needs_input_grad[2:])]
+            kernels = _per_sample_kernels(geo.groups, B, *leaves)
+        grad_x, grad_kernels, _ = torch.ops.aten.convolution_backward(
+            grad.reshape(1, -1, *grad.shape[2:]), x.reshape(1, -1, *x.shape[2:]), kernels.detach(),
+            None, geo.stride, geo.padding, geo.dilation, False, (0, 0), B * geo.groups,
+            (ctx.needs_input_grad[0], True, False))
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        found = iter(torch.autograd.grad(kernels, wanted, grad_kernels) if wanted else ())
+        grads = [next(found) if t is not None and t.requires_grad else None for t in leaves]
+        return (None if grad_x is None else grad_x.reshape(x.shape), None, *grads)
 
 
 def _foldable_gates(x: Tensor, weight: Tensor, att: Attention, geo: Geometry,

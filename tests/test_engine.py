@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fmd import bench
-from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d
+from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, make_conv
 from fmd.models import resnet18
 
 
@@ -99,3 +99,17 @@ def test_tuned_strategy_is_exact_cached_and_visible():
     assert len(_TUNED) == before + 1 and layer.last_strategy == chosen  # cached per shape
     layer.strategy = "grouped"
     torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_training_keeps_no_per_sample_kernels_for_backward():
+    # The per-sample kernels are rebuilt in backward, not saved: no tensor saved for the backward
+    # pass has their B·|W| elements (with and without the gates folded into them).
+    for size in (6, 14):  # 14: both gates are folded into the kernels
+        layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="grouped").train()
+        x = torch.randn(8, 16, size, size, requires_grad=True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+            out = layer(x)
+        assert saved and all(s.numel() != 8 * layer.weight[0].numel() for s in saved), saved
+        out.square().mean().backward()
+        assert layer.weight.grad is not None and x.grad is not None
