@@ -267,9 +267,9 @@ def strategy_timing_figure(rows: Sequence[Mapping[str, Any]], conv: str,
         above = [i for i, (p, _, _) in enumerate(stages) if p >= threshold]
         if above and above[-1] + 1 < len(stages):
             ax.axvline(above[-1] + 0.5, color="0.5", ls=":", lw=1.2)
-            ax.annotate(f"{threshold} output positions\n({name})", (above[-1] + 0.5, 0),
-                        xycoords=("data", "axes fraction"), xytext=(4, 4), textcoords="offset points",
-                        ha="left", va="bottom", fontsize=8, color="0.35")
+            ax.annotate(f"{name} = {threshold} output positions", (above[-1] + 0.5, 0.98),
+                        xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points",
+                        rotation=90, ha="right", va="top", fontsize=7.5, color="0.35")
     ax.set_xticks(range(len(stages)), [f"{c}→{c} ch\n{m} map\n({p} positions)"
                                        for p, c, m in stages], fontsize=8)
     ax.set_yscale("log", base=2)
