@@ -504,13 +504,22 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
 
 
 def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike] = None, *,
-              progress: bool = False, verbose: bool = True) -> Dict[Name, Dict[str, Any]]:
+              progress: bool = False, verbose: bool = True,
+              checkpoints: bool = False) -> Dict[Name, Dict[str, Any]]:
     """Train (or fetch) every config; an interrupted run continues from its checkpoint.
 
-    Configs that coincide are one run: the second is fetched from the cache at no cost.
+    Configs that coincide are one run: the second is fetched from the cache at no cost. With
+    ``checkpoints``, a finished run whose checkpoint is missing (a fresh clone keeps the records,
+    not the weights) is trained again now, so that a later :func:`load_trained` does not replace
+    a record that tables were already drawn from.
     """
-    return {name: train(config, runs_root, resume=True, progress=progress, verbose=verbose)
-            for name, config in configs.items()}
+    out = {}
+    for name, config in configs.items():
+        again = (checkpoints and not checkpoint_path(config, runs_root).is_file()
+                 and runs.load_record(config.identity(), runs_root) is not None)
+        out[name] = train(config, runs_root, force=again, resume=not again, progress=progress,
+                          verbose=verbose)
+    return out
 
 
 def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,

@@ -273,3 +273,19 @@ def test_load_trained_returns_the_trained_weights_and_retrains_a_missing_checkpo
     assert checkpoint_path(config, tmp_path).is_file()
     assert metrics(again) == metrics(record)  # CPU training is deterministic for a seed
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_train_all_with_checkpoints_retrains_runs_whose_weights_are_missing(tmp_path, monkeypatch):
+    config = tiny(conv="dyconv")
+    record = quiet(config, tmp_path)
+    checkpoint_path(config, tmp_path).unlink()  # a fresh clone: the record without its weights
+    calls = []
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(k["force"]) or real_train(*a, **k))
+    assert train_module.train_all({"a": config}, tmp_path, verbose=False)["a"] == record
+    assert calls == [False] and not checkpoint_path(config, tmp_path).is_file()  # fetched as it is
+    again = train_module.train_all({"a": config}, tmp_path, verbose=False, checkpoints=True)["a"]
+    assert calls == [False, True] and checkpoint_path(config, tmp_path).is_file()
+    assert metrics(again) == metrics(record)
+    train_module.train_all({"a": config}, tmp_path, verbose=False, checkpoints=True)
+    assert calls == [False, True, False]  # weights present: nothing is trained

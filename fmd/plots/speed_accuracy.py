@@ -92,8 +92,12 @@ def branch_rows(configs: Mapping[str, TrainConfig], channels: int = 16) -> List[
 
 def run_ablation(configs: Mapping[str, TrainConfig], runs_root: Any, *,
                  progress: bool = False) -> Dict[str, Dict[str, Any]]:
-    """Train (or fetch from the run cache) every config; returns the records by set name."""
-    return train_all(configs, runs_root, progress=progress, verbose=progress)
+    """Train (or fetch from the run cache) every config; returns the records by set name.
+
+    The chapter times the trained models, so a run whose checkpoint is missing is trained again
+    here, before its record is read (``train_all(checkpoints=True)``).
+    """
+    return train_all(configs, runs_root, progress=progress, verbose=progress, checkpoints=True)
 
 
 def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int], *,

@@ -40,10 +40,11 @@ def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, 
     return {conv: main_config(profile, dataset, conv=conv, **overrides) for conv in convs}
 
 
-def run_all(configs: Mapping[Name, TrainConfig], profile: str, *,
-            progress: bool = False) -> Dict[Name, Record]:
-    """Train each config under the profile's runs folder, or fetch it (:func:`fmd.train.train_all`)."""
-    return train_all(configs, runs_root(profile), progress=progress)
+def run_all(configs: Mapping[Name, TrainConfig], profile: str, *, progress: bool = False,
+            checkpoints: bool = False) -> Dict[Name, Record]:
+    """Train each config under the profile's runs folder, or fetch it (:func:`fmd.train.train_all`;
+    ``checkpoints``: retrain runs whose weights are missing, for chapters that load the models)."""
+    return train_all(configs, runs_root(profile), progress=progress, checkpoints=checkpoints)
 
 
 def key_fields(config: TrainConfig) -> List[str]:
