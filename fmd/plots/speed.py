@@ -7,6 +7,7 @@ case and conv, each with the machine it ran on); the strategy tables are read fr
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -102,11 +103,14 @@ def strategy_rows(configs: Mapping[str, Config], batches: Sequence[int] = (1, 12
 
 def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batch: int = 32,
                          repeats: int = 5, warmup: int = 1, seed: int = 0,
-                         threads: Optional[int] = None) -> List[Dict[str, Any]]:
+                         threads: Optional[int] = None, rounds: int = 3) -> List[Dict[str, Any]]:
     """Time one training step (forward + backward) of a C→C 3×3 layer with each strategy.
 
     ``stages`` lists (channels, map size) pairs, e.g. the four stages of a CIFAR ResNet-18. Each
-    dynamic strategy is timed beside a static ``nn.Conv2d`` of the same shape, in the same call.
+    dynamic strategy is timed beside a static ``nn.Conv2d`` of the same shape, in the same call,
+    in ``rounds`` interleaved rounds (static, then each strategy) of ``repeats`` timings: a burst of
+    load on a shared machine then hits one round of every layer rather than all of one layer. A
+    layer's time is the median of its round medians.
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -126,11 +130,18 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
             layer.zero_grad(set_to_none=True)
             layer(x).square().mean().backward()
 
-        base = median_time(lambda: step(static), warmup=warmup, repeats=repeats)["median"]
+        layers = {"static": static}
+        layers.update({strategy: make_conv(conv, channels, channels, 3, 1, 1, bias=False,
+                                           strategy=strategy, **options).train()
+                       for strategy in candidates})
+        times: Dict[str, List[float]] = {name: [] for name in layers}
+        for _ in range(rounds):
+            for name, layer in layers.items():
+                times[name].append(median_time(lambda: step(layer), warmup=warmup,
+                                               repeats=repeats)["median"])
+        base = statistics.median(times["static"])
         for strategy in candidates:
-            layer = make_conv(conv, channels, channels, 3, 1, 1, bias=False, strategy=strategy,
-                              **options).train()
-            median = median_time(lambda: step(layer), warmup=warmup, repeats=repeats)["median"]
+            median = statistics.median(times[strategy])
             rows.append({"channels": channels, "map": f"{size}×{size}", "positions": size * size,
                          "batch": batch, "strategy": strategy, "auto picks": auto == strategy,
                          "static ms": 1e3 * base, "dynamic ms": 1e3 * median,
