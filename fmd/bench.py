@@ -138,10 +138,13 @@ def git_commit(root: Path = REPO_ROOT) -> str:
 
 
 def machine_info(device: str, threads: int) -> Dict[str, str]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on (the CPU model too: ratios differ between CPU models)."""
+    from .train import describe_device
+
     info = {"device": device, "threads": str(threads), "torch": torch.__version__,
             "python": platform.python_version(), "commit": git_commit(),
-            "cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
+            "cpu": describe_device(torch.device("cpu")).removeprefix("cpu: "),
+            "cores": str(os.cpu_count())}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
