@@ -140,18 +140,23 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
         # Training: rebuild the per-sample kernels in backward rather than keep them (B·|W| each).
         y = _add_bias(_RecomputedKernelConv.apply(x, geo, *inputs), biases)
     else:
-        kernels = _per_sample_kernels(geo.groups, B, *inputs)
-        y = geo.conv(x.reshape(1, -1, *x.shape[2:]), kernels,
-                     None if biases is None else biases.reshape(-1), groups=B * geo.groups)
-        y = y.reshape(B, weight.shape[1], *y.shape[2:])
+        y = _conv_per_sample(x, _per_sample_kernels(geo.groups, B, *inputs), biases, geo)
     return y if fold_output else _scale_channels(y, att.output)
+
+
+def _conv_per_sample(x: Tensor, kernels: Tensor, biases: Optional[Tensor], geo: Geometry) -> Tensor:
+    """Sample b of ``x`` convolved with its own kernels: one convolution with groups = B × groups."""
+    B = x.shape[0]
+    y = geo.conv(x.reshape(1, -1, *x.shape[2:]), kernels,
+                 None if biases is None else biases.reshape(-1), groups=B * geo.groups)
+    return y.reshape(B, -1, *y.shape[2:])
 
 
 def _per_sample_kernels(groups: int, batch: int, weight: Tensor, kernel: Optional[Tensor],
                         spatial: Optional[Tensor], in_gate: Optional[Tensor],
                         out_gate: Optional[Tensor]) -> Tensor:
     """The (B·O)×(I/G)×kh×kw kernels of the grouped convolution, gates folded in where given."""
-    K, O, I = weight.shape[:3]
+    O, I = weight.shape[1:3]
     kernels = mix_kernels(weight, kernel, spatial)
     if in_gate is not None or out_gate is not None:
         scale = torch.ones(1, 1, 1, dtype=weight.dtype, device=weight.device)
@@ -176,8 +181,7 @@ class _RecomputedKernelConv(torch.autograd.Function):
             kernels = _per_sample_kernels(geo.groups, B, *inputs)
         ctx.geo = geo
         ctx.save_for_backward(x, *inputs)
-        y = geo.conv(x.reshape(1, -1, *x.shape[2:]), kernels, groups=B * geo.groups)
-        return y.reshape(B, -1, *y.shape[2:])
+        return _conv_per_sample(x, kernels, None, geo)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -22,6 +22,7 @@ import time
 import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import (Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar,
                     Union)
@@ -513,13 +514,18 @@ def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike]
     not the weights) is trained again now, so that a later :func:`load_trained` does not replace
     a record that tables were already drawn from.
     """
-    out = {}
-    for name, config in configs.items():
-        again = (checkpoints and not checkpoint_path(config, runs_root).is_file()
-                 and runs.load_record(config.identity(), runs_root) is not None)
-        out[name] = train(config, runs_root, force=again, resume=not again, progress=progress,
-                          verbose=verbose)
-    return out
+    run = _train_with_weights if checkpoints else partial(train, resume=True)
+    return {name: run(config, runs_root, progress=progress, verbose=verbose)
+            for name, config in configs.items()}
+
+
+def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = None,
+                        **options: Any) -> Dict[str, Any]:
+    """Train or fetch run ``config``, training it again where its record is here but not its
+    checkpoint (``force``, rewriting the record); an interrupted run continues."""
+    again = (not checkpoint_path(config, runs_root).is_file()
+             and runs.load_record(config.identity(), runs_root) is not None)
+    return train(config, runs_root, force=again, resume=not again, **options)
 
 
 def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
@@ -535,8 +541,8 @@ def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
     if record is None or not path.is_file():
         if not retrain:
             return None
-        record = train(config, runs_root, data_root=data_root, force=record is not None,
-                       resume=record is None, progress=progress, verbose=progress)
+        record = _train_with_weights(config, runs_root, data_root=data_root, progress=progress,
+                                     verbose=progress)
     assert record is not None
     state = load_checkpoint(path, config)
     if state["epoch"] != config.epochs:

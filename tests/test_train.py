@@ -281,7 +281,8 @@ def test_train_all_with_checkpoints_retrains_runs_whose_weights_are_missing(tmp_
     checkpoint_path(config, tmp_path).unlink()  # a fresh clone: the record without its weights
     calls = []
     real_train = train_module.train
-    monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(k["force"]) or real_train(*a, **k))
+    monkeypatch.setattr(train_module, "train",
+                        lambda *a, **k: calls.append(k.get("force", False)) or real_train(*a, **k))
     assert train_module.train_all({"a": config}, tmp_path, verbose=False)["a"] == record
     assert calls == [False] and not checkpoint_path(config, tmp_path).is_file()  # fetched as it is
     again = train_module.train_all({"a": config}, tmp_path, verbose=False, checkpoints=True)["a"]
