@@ -1,8 +1,9 @@
 """Speed benchmark: dynamic / static time ratios measured in one run.
 
 ``python -m fmd.bench`` times each case for the static network and every dynamic conv, each in its
-own subprocess (so peak memory is that case's alone and allocator state does not leak between
-convs), and prints the ratio of medians against the static network of the same case. The table
+own worker process (so peak memory is that conv's alone and allocator state does not leak between
+convs), the workers taking turns in interleaved rounds, and prints the ratio of medians against
+the static network of the same case. The table
 goes to ``figures/bench_<device>.{csv,md,json}`` with the machine, threads, torch version and commit.
 """
 from __future__ import annotations
@@ -12,15 +13,18 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
-from .complexity import measure_latency, measure_train_step
+from .complexity import inference_step, train_step
 from .models import ResNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,38 +90,111 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_one(case: Case, conv: str, strategy: str, device: str, repeats: int,
-                threads: int) -> Dict[str, float]:
-    """Time (and on the CPU, peak memory of) one case for one conv, in this process."""
+def _serve(case: Case, conv: str, strategy: str, device: str, threads: int) -> None:
+    """Worker process: build one network for one case, then time it whenever the parent asks.
+
+    Reads ``time N`` (answers the N step times) and ``finish`` (answers the peak memory of the
+    timed runs and the strategies the dynamic layers used) on stdin, one JSON line per answer.
+    """
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     options = {} if conv == "static" else {"strategy": strategy}
     model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
                    conv_options=options).to(device)
     size = (case.batch, 3, case.size, case.size)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = _start_peak_rss()
     if case.mode == "infer":
-        timing = measure_latency(model, size, warmup=max(3, repeats // 5), repeats=repeats)
+        step, warmup = inference_step(model, size), 3
     else:
-        timing = measure_train_step(model, size, case.num_classes, warmup=2, repeats=repeats)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else _peak_rss_mb() - base)
-    strategies = sorted({m.last_strategy for m in model.modules() if hasattr(m, "last_strategy")
-                         and m.last_strategy})
-    return {"median_s": timing["median"], "p10_s": timing["p10"], "p90_s": timing["p90"],
-            "peak_mb": peak, "strategies": "+".join(strategies) or "-"}
+        step, warmup = train_step(model, size, case.num_classes), 2
+    for _ in range(warmup):
+        step()
+    sync()
+    print(json.dumps({"ready": conv}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "time":
+            times = []
+            for _ in range(int(command[1])):
+                start = time.perf_counter()
+                step()
+                sync()
+                times.append(time.perf_counter() - start)
+            print(json.dumps({"times": times}), flush=True)
+        elif command[0] == "finish":
+            peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                    else _peak_rss_mb() - base)
+            used = sorted({m.last_strategy for m in model.modules()
+                           if getattr(m, "last_strategy", None)})
+            print(json.dumps({"peak_mb": peak, "strategies": "+".join(used) or "-"}), flush=True)
+            return
 
 
-def _run_isolated(case: Case, conv: str, strategy: str, device: str, repeats: int,
-                  threads: int) -> Dict[str, float]:
-    cmd = [sys.executable, "-m", "fmd.bench", "--child", case.name, conv, strategy, device,
-           str(repeats), str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"benchmark of {conv} on {case.name} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class _Worker:
+    """A :func:`_serve` process for one conv of one case, spoken to one line at a time."""
+
+    def __init__(self, case: Case, conv: str, strategy: str, device: str, threads: int) -> None:
+        self.label = f"{conv} on {case.name}"
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fmd.bench", "--worker", case.name, conv, strategy, device,
+             str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
+            text=True, cwd=REPO_ROOT)
+
+    def answer(self, command: Optional[str] = None) -> Dict[str, object]:
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.errors.seek(0)
+            raise RuntimeError(f"benchmark of {self.label} failed:\n{self.errors.read()[-2000:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.errors.close()
+
+
+def measure_case(case: Case, convs: List[str], strategy: str, device: str, repeats: int,
+                 threads: int, rounds: int = 5) -> Dict[str, Dict[str, object]]:
+    """Time every conv of one case in interleaved rounds; per conv: median, p10, p90, peak memory.
+
+    Each conv runs in its own worker process (its peak memory is its own, and allocator state does
+    not leak between convs); the workers take turns, ``repeats / rounds`` steps each per round, so
+    a burst of load on a shared machine hits one round of every conv rather than all of one conv.
+    A conv's time is the median of its round medians.
+    """
+    workers = {conv: _Worker(case, conv, strategy, device, threads) for conv in convs}
+    try:
+        for worker in workers.values():
+            worker.answer()  # built and warmed up
+        rounds = max(1, min(rounds, repeats))
+        per_round = -(-repeats // rounds)
+        medians: Dict[str, List[float]] = {conv: [] for conv in convs}
+        times: Dict[str, List[float]] = {conv: [] for conv in convs}
+        for _ in range(rounds):
+            for conv, worker in workers.items():
+                round_times = worker.answer(f"time {per_round}")["times"]
+                medians[conv].append(statistics.median(round_times))
+                times[conv].extend(round_times)
+        results = {}
+        for conv, worker in workers.items():
+            ordered = sorted(times[conv])
+            pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+            results[conv] = {"median_s": statistics.median(medians[conv]), "p10_s": pick(0.1),
+                             "p90_s": pick(0.9), "rounds": rounds, "repeats": len(ordered),
+                             **worker.answer("finish")}
+        return results
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
@@ -165,12 +242,12 @@ def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str 
     rows: List[Dict[str, object]] = []
     for name in cases:
         case = CASES[name]
-        static = _run_isolated(case, "static", strategy, device, repeats, threads)
+        results = measure_case(case, ["static"] + [c for c in convs if c != "static"], strategy,
+                               device, repeats, threads)
+        static = results["static"]
         print(f"{name}: static {static['median_s'] * 1e3:.1f} ms, peak {static['peak_mb']:.0f} MB",
               flush=True)
-        for conv in ("static",) + tuple(c for c in convs if c != "static"):
-            r = static if conv == "static" else _run_isolated(case, conv, strategy, device, repeats,
-                                                              threads)
+        for conv, r in results.items():
             row = {**asdict(case), "conv": conv, "strategy_forced": strategy, **r,
                    "time_ratio": r["median_s"] / static["median_s"],
                    "memory_ratio": r["peak_mb"] / static["peak_mb"] if static["peak_mb"] > 0 else
@@ -214,10 +291,9 @@ def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str) -> None
 def main(argv: Optional[List[str]] = None) -> None:
     """Command-line entry point."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        name, conv, strategy, device, repeats, threads = argv[1:7]
-        print(json.dumps(measure_one(CASES[name], conv, strategy, device, int(repeats),
-                                     int(threads))))
+    if argv and argv[0] == "--worker":
+        name, conv, strategy, device, threads = argv[1:6]
+        _serve(CASES[name], conv, strategy, device, int(threads))
         return
     parser = argparse.ArgumentParser(prog="python -m fmd.bench", description=__doc__)
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=sorted(CASES))

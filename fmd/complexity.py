@@ -123,27 +123,21 @@ def _sync_for(device: torch.device) -> Optional[Callable[[], None]]:
     return torch.cuda.synchronize if device.type == "cuda" else None
 
 
-def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int = 3,
-                    repeats: int = 20, threads: Optional[int] = None) -> Dict[str, float]:
-    """Inference time of one batch of ``input_size`` in eval mode (seconds, median of repeats)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+def inference_step(model: nn.Module, input_size: Sequence[int]) -> Callable[[], None]:
+    """One eval-mode forward of a random batch of ``input_size``, as a function to time."""
     p = next(model.parameters())
     x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
     model.eval()
-    with torch.inference_mode():
-        result = median_time(lambda: model(x), warmup=warmup, repeats=repeats,
-                             synchronize=_sync_for(p.device))
-    result["images_per_s"] = input_size[0] / result["median"]
-    return result
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return step
 
 
-def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes: int, *,
-                       warmup: int = 2, repeats: int = 5, threads: Optional[int] = None,
-                       ) -> Dict[str, float]:
-    """Time of one SGD training step (forward, cross-entropy, backward, update) on random data."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+def train_step(model: nn.Module, input_size: Sequence[int], num_classes: int) -> Callable[[], None]:
+    """One SGD training step (forward, cross-entropy, backward, update) on a random batch."""
     p = next(model.parameters())
     x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
     y = torch.randint(0, num_classes, (input_size[0],), device=p.device)
@@ -155,6 +149,27 @@ def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes:
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    result = median_time(step, warmup=warmup, repeats=repeats, synchronize=_sync_for(p.device))
+    return step
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int = 3,
+                    repeats: int = 20, threads: Optional[int] = None) -> Dict[str, float]:
+    """Inference time of one batch of ``input_size`` in eval mode (seconds, median of repeats)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = median_time(inference_step(model, input_size), warmup=warmup, repeats=repeats,
+                         synchronize=_sync_for(next(model.parameters()).device))
+    result["images_per_s"] = input_size[0] / result["median"]
+    return result
+
+
+def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes: int, *,
+                       warmup: int = 2, repeats: int = 5, threads: Optional[int] = None,
+                       ) -> Dict[str, float]:
+    """Time of one SGD training step (forward, cross-entropy, backward, update) on random data."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = median_time(train_step(model, input_size, num_classes), warmup=warmup,
+                         repeats=repeats, synchronize=_sync_for(next(model.parameters()).device))
     result["images_per_s"] = input_size[0] / result["median"]
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ IntPair = Union[int, Tuple[int, int]]
 
 # How the per-sample convolution is computed; "auto" picks one per call by a cost rule
 # (choose_strategy), "tune" by timing every exact strategy once per shape (tune_strategy).
-STRATEGIES = ("auto", "tune", "shared", "grouped", "parallel", "unfold")
+STRATEGIES = ("auto", "tune", "shared", "grouped", "parallel", "unfold", "batched")
 
 
 def _positive_int(name: str, value: int) -> int:
@@ -202,6 +202,108 @@ class _RecomputedKernelConv(torch.autograd.Function):
         return (None if grad_x is None else grad_x.reshape(x.shape), None, *grads)
 
 
+# The ``batched`` strategy mixes the kernels of a chunk of samples at a time, so that the chunk's
+# kernels, written by the mix and read at once by the matmul, stay in the last-level cache (32 MiB
+# on the CPUs measured). ``auto`` picks it on small maps for kernels of at least 1 MiB (smaller
+# per-sample matmuls run inefficiently: 4× slower than ``parallel`` for a width-16 ResNet-18) whose
+# whole bank fits the chunk budget (a larger bank is read again for every chunk: 4×4, 512→512 ran
+# 32× static). Measured on CIFAR ResNet-18 at batch 128, fwd+bwd, 8×8 maps, 256→256: batched 2.7×,
+# parallel 4.8×, unfold 5.6× static; whole training step 2.55× → 2.19× static (ResNet-50 at batch
+# 32: 2.72× → 2.11×).
+BATCHED_CHUNK_BYTES = 16 * 2**20
+BATCHED_MIN_KERNEL_BYTES = 2**20
+
+
+def _batched_pays_off(weight: Tensor) -> bool:
+    """Large kernels (≥ 1 MiB: the per-sample matmuls are big enough to run efficiently) whose
+    whole bank fits the chunk budget (the mix reads it from the cache for every chunk)."""
+    kernel_bytes = weight[0].numel() * weight.element_size()
+    return (kernel_bytes >= BATCHED_MIN_KERNEL_BYTES
+            and kernel_bytes * weight.shape[0] <= BATCHED_CHUNK_BYTES)
+
+
+def _chunks(weight: Tensor, batch: int) -> List[slice]:
+    """Slices of the batch whose mixed kernels fill at most BATCHED_CHUNK_BYTES (at least 1)."""
+    size = max(1, BATCHED_CHUNK_BYTES // (weight[0].numel() * weight.element_size()))
+    return [slice(start, min(batch, start + size)) for start in range(0, batch, size)]
+
+
+def _conv_batched(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
+                  geo: Geometry) -> Tensor:
+    """Per-sample kernels applied as a batched matmul to the im2col columns, a few samples at a time.
+
+    The same arithmetic as one static convolution (not K times it, as ``parallel`` and ``unfold``),
+    without the groups = batch convolution that is slow on small maps. The samples go through in
+    chunks whose mixed kernels fit in the cache; training rebuilds them in backward.
+    Only for groups = 1 and numeric padding.
+    """
+    B = x.shape[0]
+    fold_input, fold_output = _foldable_gates(x, weight, att, geo, True)
+    biases = mix_bias(bias, att.kernel)
+    if biases is not None:
+        biases = (biases * att.output if fold_output else biases).expand(B, -1)
+    x = x if fold_input else _scale_channels(x, att.input)
+    y = _BatchedKernelMatmul.apply(x, geo, weight, att.kernel, att.spatial,
+                                   att.input if fold_input else None,
+                                   att.output if fold_output else None)
+    y = _add_bias(y, biases)
+    return y if fold_output else _scale_channels(y, att.output)
+
+
+def _rows(t: Optional[Tensor], part: slice) -> Optional[Tensor]:
+    return None if t is None else t[part]
+
+
+class _BatchedKernelMatmul(torch.autograd.Function):
+    """y_b = M_b · unfold(x_b) with M_b the per-sample kernel of sample b, chunk by chunk; saves
+    the inputs of the kernels, and backward rebuilds each chunk's kernels and columns."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, geo: Geometry, weight: Tensor, *attentions: Optional[Tensor]
+                ) -> Tensor:
+        B, O = x.shape[0], weight.shape[1]
+        cols = F.unfold(x, weight.shape[-2:], geo.dilation, geo.padding, geo.stride)
+        y = cols.new_empty(B, O, cols.shape[-1])
+        with torch.no_grad():
+            for part in _chunks(weight, B):
+                n = part.stop - part.start
+                kernels = _per_sample_kernels(1, n, weight, *(_rows(a, part) for a in attentions))
+                torch.bmm(kernels.reshape(n, O, -1), cols[part], out=y[part])
+        ctx.geo = geo
+        ctx.save_for_backward(x, weight, *attentions)
+        return y.reshape(B, O, *_output_size(x, weight, geo))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, *attentions = ctx.saved_tensors
+        geo, B, O = ctx.geo, x.shape[0], weight.shape[1]
+        kernel_size = weight.shape[-2:]
+        cols = F.unfold(x, kernel_size, geo.dilation, geo.padding, geo.stride)
+        grad = grad.reshape(B, O, -1)
+        grad_cols = torch.empty_like(cols) if ctx.needs_input_grad[0] else None
+        leaves = [None if t is None else t.detach().requires_grad_(need)
+                  for t, need in zip((weight, *attentions), ctx.needs_input_grad[2:])]
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        sums: list = [None] * len(wanted)
+        for part in _chunks(weight, B):
+            n = part.stop - part.start
+            with torch.enable_grad():
+                kernels = _per_sample_kernels(1, n, leaves[0], *(_rows(a, part) for a in leaves[1:]))
+            flat = kernels.detach().reshape(n, O, -1)
+            if grad_cols is not None:
+                torch.bmm(flat.transpose(1, 2), grad[part], out=grad_cols[part])
+            if wanted:
+                grad_kernels = torch.bmm(grad[part], cols[part].transpose(1, 2))
+                found = torch.autograd.grad(kernels, wanted, grad_kernels.reshape(kernels.shape))
+                sums = [g if acc is None else acc.add_(g) for acc, g in zip(sums, found)]
+        found = iter(sums)
+        grads = [next(found) if t is not None and t.requires_grad else None for t in leaves]
+        grad_x = None if grad_cols is None else F.fold(
+            grad_cols, x.shape[-2:], kernel_size, geo.dilation, geo.padding, geo.stride)
+        return (grad_x, None, *grads)
+
+
 def _foldable_gates(x: Tensor, weight: Tensor, att: Attention, geo: Geometry,
                     per_sample: bool) -> Tuple[bool, bool]:
     """Whether to fold the input and the output gate into the per-sample kernels.
@@ -253,17 +355,15 @@ def _conv_unfold(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attenti
     (s_b ⊙ W_k) · X_b = W_k · (s_b ⊙ X_b) because the taps are a contracted dimension.
     Only for groups = 1 and numeric padding.
     """
-    B, C, H, W = x.shape
-    K, O, I, kh, kw = weight.shape
+    B, C = x.shape[:2]
+    K, O, _, kh, kw = weight.shape
     cols = F.unfold(_scale_channels(x, att.input), (kh, kw), geo.dilation, geo.padding, geo.stride)
     L = cols.shape[-1]
     if att.spatial is not None:
         cols = (cols.reshape(B, C, kh * kw, L) * att.spatial.reshape(B, 1, kh * kw, 1))
         cols = cols.reshape(B, C * kh * kw, L)
     y = torch.matmul(weight.reshape(K * O, C * kh * kw), cols)  # B×(K·O)×L
-    Hout = (H + 2 * geo.padding[0] - geo.dilation[0] * (kh - 1) - 1) // geo.stride[0] + 1
-    Wout = L // Hout
-    y = _mix_outputs(y.reshape(B, K * O, Hout, Wout), att.kernel, 1, O)
+    y = _mix_outputs(y.reshape(B, K * O, *_output_size(x, weight, geo)), att.kernel, 1, O)
     return _scale_channels(_add_bias(y, mix_bias(bias, att.kernel)), att.output)
 
 
@@ -272,6 +372,7 @@ _IMPLEMENTATIONS: Dict[str, Callable[..., Tensor]] = {
     "grouped": _conv_grouped,
     "parallel": _conv_parallel,
     "unfold": _conv_unfold,
+    "batched": _conv_batched,
 }
 
 
@@ -284,6 +385,8 @@ def applicable_strategies(att: Attention, geo: Geometry) -> Tuple[str, ...]:
         found.append("parallel")
     if att.kernel is not None and geo.groups == 1 and not isinstance(geo.padding, str):
         found.append("unfold")
+    if geo.groups == 1 and not isinstance(geo.padding, str):
+        found.append("batched")
     return tuple(found)
 
 
@@ -306,7 +409,9 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     * a mixed kernel per sample is reused at every output position, so mixing pays off on large
       maps (``grouped``), while on small maps running the K kernels as one K-fold convolution and
       mixing the outputs is faster (``parallel``); on the smallest maps, and with a spatial
-      attention, one im2col matmul with all K kernels (``unfold``) is faster still;
+      attention, one im2col matmul with all K kernels (``unfold``) is faster still; but on small
+      maps, a large kernel whose bank fits in the cache runs fastest as per-sample matmuls over
+      chunks of the batch (``batched``, same arithmetic as a static convolution);
     * inside a traced graph (torch.export, torch.compile) the batch size may be symbolic, so a
       strategy that does not depend on it is used.
     """
@@ -321,6 +426,8 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     positions = _output_positions(x, weight, geo)
     if not batch_free or positions >= GROUPED_MIN_POSITIONS:
         return "grouped"
+    if "batched" in options and _batched_pays_off(weight):
+        return "batched"
     if ("unfold" in options and positions < UNFOLD_MAX_POSITIONS
             and weight.shape[-2] * weight.shape[-1] > 1):
         return "unfold"
@@ -367,14 +474,20 @@ def tune_strategy(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     return _TUNED[key]
 
 
-def _output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
+def _output_size(x: Tensor, weight: Tensor, geo: Geometry) -> Tuple[int, int]:
+    """Height and width of the convolution's output."""
     if isinstance(geo.padding, str):
-        return (x.shape[-2] // geo.stride[0]) * (x.shape[-1] // geo.stride[1])
+        return x.shape[-2] // geo.stride[0], x.shape[-1] // geo.stride[1]
     sizes = []
     for dim in range(2):
         extent = geo.dilation[dim] * (weight.shape[3 + dim] - 1) + 1
         sizes.append((x.shape[2 + dim] + 2 * geo.padding[dim] - extent) // geo.stride[dim] + 1)
-    return sizes[0] * sizes[1]
+    return sizes[0], sizes[1]
+
+
+def _output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
+    height, width = _output_size(x, weight, geo)
+    return height * width
 
 
 def dynamic_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,

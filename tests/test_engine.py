@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fmd import bench
-from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, make_conv
+from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, choose_strategy, make_conv
 from fmd.models import resnet18
 
 
@@ -29,18 +29,46 @@ def test_auto_picks_by_batch_and_map_size():
     assert strategies_used(odconv)[-1] == "unfold"  # spatial attention rules out "parallel"
 
 
+def test_auto_picks_batched_matmul_for_large_kernels_on_small_maps():
+    # The shapes of a full-width CIFAR ResNet-18 at batch 128, on the meta device (no storage).
+    def pick(channels_in, channels, size, stride=1):
+        with torch.device("meta"):
+            layer = make_conv("fmdconv", channels_in, channels, 3, stride, 1, bias=False)
+            x = torch.empty(128, channels_in, size, size)
+            return choose_strategy(x, layer.weight, layer.attend(x), layer.geometry)
+
+    assert pick(128, 128, 16) == "grouped"  # 256 output positions
+    assert pick(128, 256, 16, 2) == "batched"  # 8×8 out, 1.2 MB kernel, 4.7 MB bank
+    assert pick(256, 256, 8) == "batched"  # 2.4 MB kernel, 9.4 MB bank
+    assert pick(512, 512, 4) == "unfold"  # a 38 MB bank would be read again for every chunk
+    assert pick(64, 64, 8) == "parallel"  # 147 kB kernel: per-sample matmuls too small
+
+
+def test_batched_training_keeps_neither_kernels_nor_columns_for_backward():
+    layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="batched").train()
+    x = torch.randn(8, 16, 6, 6, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = layer(x)
+    assert saved and max(saved) < 8 * layer.weight[0].numel(), saved
+    assert max(saved) < 8 * 16 * 9 * 36  # the im2col columns are rebuilt too
+    out.square().mean().backward()
+    assert layer.weight.grad is not None and x.grad is not None
+
+
 def test_forced_strategies_agree_on_a_whole_network():
     model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10).eval()
     x = torch.randn(3, 3, 32, 32)
     outputs = {}
     with torch.no_grad():
-        for strategy in ("grouped", "parallel", "unfold"):
+        for strategy in ("grouped", "parallel", "unfold", "batched"):
             for m in model.modules():
                 if isinstance(m, DynamicConv2dBase):
                     m.strategy = strategy
             outputs[strategy] = model(x)
     torch.testing.assert_close(outputs["parallel"], outputs["grouped"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs["unfold"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["batched"], outputs["grouped"], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_one_inference_reuses_the_mix_buffer_without_leaking_state():
@@ -73,11 +101,17 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     assert rows[0]["time_ratio"] == 1.0
     assert rows[1]["time_ratio"] == pytest.approx(rows[1]["median_s"] / rows[0]["median_s"])
     assert rows[1]["strategies"] == "grouped"
+    assert rows[1]["rounds"] == 2 and rows[1]["repeats"] == 2  # static and fmdconv took turns
     saved = json.loads((tmp_path / "bench_cpu.json").read_text())
     assert saved[1]["commit"] and saved[1]["threads"] == "1"
     assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu.md").read_text()
     with pytest.raises(ValueError, match="unknown case"):
         bench.run(["r9"], ["fmdconv"])
+    # A worker that fails says which conv and passes on its error.
+    with pytest.raises(RuntimeError, match="benchmark of odconv on r18w16-cifar-b1-infer failed"
+                       "(.|\n)*cannot compute this layer"):
+        bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="parallel", repeats=1, threads=1,
+                  out_dir=tmp_path)
 
 
 def test_odconv_refuses_parallel_but_computes_with_unfold():
@@ -94,7 +128,7 @@ def test_tuned_strategy_is_exact_cached_and_visible():
     before = len(_TUNED)
     y = layer(x)
     chosen = layer.last_strategy
-    assert chosen in ("grouped", "parallel", "unfold") and len(_TUNED) == before + 1
+    assert chosen in ("grouped", "parallel", "unfold", "batched") and len(_TUNED) == before + 1
     layer(x)
     assert len(_TUNED) == before + 1 and layer.last_strategy == chosen  # cached per shape
     layer.strategy = "grouped"

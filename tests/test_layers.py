@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import fmd.conv as conv_module
 from fmd.attention import Attention
 from fmd.conv import (CONV_REGISTRY, CondConv2d, DynamicConv2d, FMDConv2d, ODConv2d, Geometry,
                       applicable_strategies, dynamic_conv2d, make_conv)
@@ -54,12 +55,32 @@ def test_every_strategy_matches_reference_outputs_and_gradients(groups, stride, 
     expected_grads = torch.autograd.grad(expected, leaves, grad_out)
     strategies = applicable_strategies(att, geo)
     assert "grouped" in strategies and ("parallel" in strategies) == (not spatial)
-    assert ("unfold" in strategies) == (groups == 1)
+    assert ("unfold" in strategies) == ("batched" in strategies) == (groups == 1)
     for strategy in strategies:
         out = dynamic_conv2d(x, weight, bias, att, geo, strategy)
         torch.testing.assert_close(out, expected, msg=f"strategy {strategy}")
         for g, e in zip(torch.autograd.grad(out, leaves, grad_out), expected_grads):
             torch.testing.assert_close(g, e, msg=f"gradient, strategy {strategy}")
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_batched_strategy_in_chunks_matches_reference(monkeypatch, chunk):
+    # Chunks of 1 and 2 samples over a batch of 5 (the last chunk is short), every attention on.
+    B, C, O, K, k = 5, 4, 6, 3, 3
+    weight = torch.randn(K, O, C, k, k, dtype=torch.double, requires_grad=True)
+    monkeypatch.setattr(conv_module, "BATCHED_CHUNK_BYTES", chunk * weight[0].numel() * 8)
+    x = torch.randn(B, C, 9, 9, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(K, O, dtype=torch.double, requires_grad=True)
+    att = Attention(*(a.requires_grad_() for a in random_attention(B, C, O, K, k)))
+    geo = Geometry((2, 2), (1, 1), (1, 1), 1)
+    leaves = [x, weight, bias, *att]
+    expected = reference(x, weight, bias, att, stride=2)
+    out = dynamic_conv2d(x, weight, bias, att, geo, "batched")
+    torch.testing.assert_close(out, expected)
+    grad_out = torch.randn_like(out)
+    for g, e in zip(torch.autograd.grad(out, leaves, grad_out),
+                    torch.autograd.grad(expected, leaves, grad_out)):
+        torch.testing.assert_close(g, e)
 
 
 def test_shared_strategy_without_per_sample_kernel_matches_reference():
