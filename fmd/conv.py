@@ -128,13 +128,7 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     """
     B = x.shape[0]
     per_sample = att.kernel is not None or att.spatial is not None
-    fold_input, fold_output = _foldable_gates(x, weight, att, geo, per_sample or B == 1)
-    biases = mix_bias(bias, att.kernel)
-    if biases is not None:
-        biases = (biases * att.output if fold_output else biases).expand(B, -1)
-    inputs = (weight, att.kernel, att.spatial, att.input if fold_input else None,
-              att.output if fold_output else None)
-    x = x if fold_input else _scale_channels(x, att.input)
+    x, biases, inputs, fold_output = _fold_gates(x, weight, bias, att, geo, per_sample or B == 1)
     if (B > 1 and per_sample and torch.is_grad_enabled() and not isinstance(geo.padding, str)
             and not torch.compiler.is_compiling()):
         # Training: rebuild the per-sample kernels in backward rather than keep them (B·|W| each).
@@ -142,6 +136,35 @@ def _conv_grouped(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     else:
         y = _conv_per_sample(x, _per_sample_kernels(geo.groups, B, *inputs), biases, geo)
     return y if fold_output else _scale_channels(y, att.output)
+
+
+def _fold_gates(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention, geo: Geometry,
+                per_sample: bool) -> Tuple[Tensor, Optional[Tensor], tuple, bool]:
+    """Fold the gates into the per-sample kernels where :func:`_foldable_gates` says so.
+
+    Returns the input (scaled by the input gate unless folded), the per-sample biases (B×O, scaled
+    by the output gate if folded), the inputs of :func:`_per_sample_kernels` after ``groups`` and
+    ``batch``, and whether the output gate was folded (if not, the caller scales the output).
+    """
+    fold_input, fold_output = _foldable_gates(x, weight, att, geo, per_sample)
+    biases = mix_bias(bias, att.kernel)
+    if biases is not None:
+        biases = (biases * att.output if fold_output else biases).expand(x.shape[0], -1)
+    inputs = (weight, att.kernel, att.spatial, att.input if fold_input else None,
+              att.output if fold_output else None)
+    return (x if fold_input else _scale_channels(x, att.input)), biases, inputs, fold_output
+
+
+def _leaves(tensors, needs_grad) -> list:
+    """Detached copies of saved tensors (None stays None) that require grad where asked."""
+    return [None if t is None else t.detach().requires_grad_(need)
+            for t, need in zip(tensors, needs_grad)]
+
+
+def _grads_for(leaves: list, found) -> list:
+    """Spread the gradients of the leaves that require grad over all leaves (None elsewhere)."""
+    found = iter(found)
+    return [next(found) if t is not None and t.requires_grad else None for t in leaves]
 
 
 def _conv_per_sample(x: Tensor, kernels: Tensor, biases: Optional[Tensor], geo: Geometry) -> Tensor:
@@ -188,17 +211,16 @@ class _RecomputedKernelConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, *inputs = ctx.saved_tensors
         geo, B = ctx.geo, x.shape[0]
+        leaves = _leaves(inputs, ctx.needs_input_grad[2:])
         with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_(need)
-                      for t, need in zip(inputs, ctx.needs_input_grad[2:])]
             kernels = _per_sample_kernels(geo.groups, B, *leaves)
         grad_x, grad_kernels, _ = torch.ops.aten.convolution_backward(
             grad.reshape(1, -1, *grad.shape[2:]), x.reshape(1, -1, *x.shape[2:]), kernels.detach(),
             None, geo.stride, geo.padding, geo.dilation, False, (0, 0), B * geo.groups,
             (ctx.needs_input_grad[0], True, False))
         wanted = [t for t in leaves if t is not None and t.requires_grad]
-        found = iter(torch.autograd.grad(kernels, wanted, grad_kernels) if wanted else ())
-        grads = [next(found) if t is not None and t.requires_grad else None for t in leaves]
+        found = torch.autograd.grad(kernels, wanted, grad_kernels) if wanted else ()
+        grads = _grads_for(leaves, found)
         return (None if grad_x is None else grad_x.reshape(x.shape), None, *grads)
 
 
@@ -214,17 +236,20 @@ BATCHED_CHUNK_BYTES = 16 * 2**20
 BATCHED_MIN_KERNEL_BYTES = 2**20
 
 
+def _kernel_bytes(weight: Tensor) -> int:
+    return weight[0].numel() * weight.element_size()
+
+
 def _batched_pays_off(weight: Tensor) -> bool:
     """Large kernels (≥ 1 MiB: the per-sample matmuls are big enough to run efficiently) whose
     whole bank fits the chunk budget (the mix reads it from the cache for every chunk)."""
-    kernel_bytes = weight[0].numel() * weight.element_size()
-    return (kernel_bytes >= BATCHED_MIN_KERNEL_BYTES
-            and kernel_bytes * weight.shape[0] <= BATCHED_CHUNK_BYTES)
+    return (_kernel_bytes(weight) >= BATCHED_MIN_KERNEL_BYTES
+            and _kernel_bytes(weight) * weight.shape[0] <= BATCHED_CHUNK_BYTES)
 
 
 def _chunks(weight: Tensor, batch: int) -> List[slice]:
     """Slices of the batch whose mixed kernels fill at most BATCHED_CHUNK_BYTES (at least 1)."""
-    size = max(1, BATCHED_CHUNK_BYTES // (weight[0].numel() * weight.element_size()))
+    size = max(1, BATCHED_CHUNK_BYTES // _kernel_bytes(weight))
     return [slice(start, min(batch, start + size)) for start in range(0, batch, size)]
 
 
@@ -237,16 +262,8 @@ def _conv_batched(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
     chunks whose mixed kernels fit in the cache; training rebuilds them in backward.
     Only for groups = 1 and numeric padding.
     """
-    B = x.shape[0]
-    fold_input, fold_output = _foldable_gates(x, weight, att, geo, True)
-    biases = mix_bias(bias, att.kernel)
-    if biases is not None:
-        biases = (biases * att.output if fold_output else biases).expand(B, -1)
-    x = x if fold_input else _scale_channels(x, att.input)
-    y = _BatchedKernelMatmul.apply(x, geo, weight, att.kernel, att.spatial,
-                                   att.input if fold_input else None,
-                                   att.output if fold_output else None)
-    y = _add_bias(y, biases)
+    x, biases, inputs, fold_output = _fold_gates(x, weight, bias, att, geo, True)
+    y = _add_bias(_BatchedKernelMatmul.apply(x, geo, *inputs), biases)
     return y if fold_output else _scale_channels(y, att.output)
 
 
@@ -282,8 +299,7 @@ class _BatchedKernelMatmul(torch.autograd.Function):
         cols = F.unfold(x, kernel_size, geo.dilation, geo.padding, geo.stride)
         grad = grad.reshape(B, O, -1)
         grad_cols = torch.empty_like(cols) if ctx.needs_input_grad[0] else None
-        leaves = [None if t is None else t.detach().requires_grad_(need)
-                  for t, need in zip((weight, *attentions), ctx.needs_input_grad[2:])]
+        leaves = _leaves((weight, *attentions), ctx.needs_input_grad[2:])
         wanted = [t for t in leaves if t is not None and t.requires_grad]
         sums: list = [None] * len(wanted)
         for part in _chunks(weight, B):
@@ -297,8 +313,7 @@ class _BatchedKernelMatmul(torch.autograd.Function):
                 grad_kernels = torch.bmm(grad[part], cols[part].transpose(1, 2))
                 found = torch.autograd.grad(kernels, wanted, grad_kernels.reshape(kernels.shape))
                 sums = [g if acc is None else acc.add_(g) for acc, g in zip(sums, found)]
-        found = iter(sums)
-        grads = [next(found) if t is not None and t.requires_grad else None for t in leaves]
+        grads = _grads_for(leaves, sums)
         grad_x = None if grad_cols is None else F.fold(
             grad_cols, x.shape[-2:], kernel_size, geo.dilation, geo.padding, geo.stride)
         return (grad_x, None, *grads)
