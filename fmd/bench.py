@@ -17,14 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
-from .complexity import inference_step, train_step
+from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
 from .models import ResNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +101,7 @@ def _serve(case: Case, conv: str, strategy: str, device: str, threads: int) -> N
     model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
                    conv_options=options).to(device)
     size = (case.batch, 3, case.size, case.size)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = sync_for(torch.device(device))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = _start_peak_rss()
@@ -110,20 +109,12 @@ def _serve(case: Case, conv: str, strategy: str, device: str, threads: int) -> N
         step, warmup = inference_step(model, size), 3
     else:
         step, warmup = train_step(model, size, case.num_classes), 2
-    for _ in range(warmup):
-        step()
-    sync()
+    time_runs(step, warmup, sync)
     print(json.dumps({"ready": conv}), flush=True)
     for line in sys.stdin:
         command = line.split()
         if command[0] == "time":
-            times = []
-            for _ in range(int(command[1])):
-                start = time.perf_counter()
-                step()
-                sync()
-                times.append(time.perf_counter() - start)
-            print(json.dumps({"times": times}), flush=True)
+            print(json.dumps({"times": time_runs(step, int(command[1]), sync)}), flush=True)
         elif command[0] == "finish":
             peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
                     else _peak_rss_mb() - base)
@@ -186,11 +177,10 @@ def measure_case(case: Case, convs: List[str], strategy: str, device: str, repea
                 times[conv].extend(round_times)
         results = {}
         for conv, worker in workers.items():
-            ordered = sorted(times[conv])
-            pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-            results[conv] = {"median_s": statistics.median(medians[conv]), "p10_s": pick(0.1),
-                             "p90_s": pick(0.9), "rounds": rounds, "repeats": len(ordered),
-                             **worker.answer("finish")}
+            summary = summarize_times(times[conv])
+            results[conv] = {"median_s": statistics.median(medians[conv]), "p10_s": summary["p10"],
+                             "p90_s": summary["p90"], "rounds": rounds,
+                             "repeats": summary["repeats"], **worker.answer("finish")}
         return results
     finally:
         for worker in workers.values():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -98,28 +98,38 @@ def flop_counter_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 
     return counter.get_total_flops() // 2
 
 
-def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
-                synchronize: Optional[Callable[[], None]] = None) -> Dict[str, float]:
-    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs; seconds: median, p10, p90."""
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
+def time_runs(fn: Callable[[], object], repeats: int,
+              synchronize: Optional[Callable[[], None]] = None) -> List[float]:
+    """Seconds taken by each of ``repeats`` runs of ``fn`` (``synchronize`` after each if given)."""
     sync = synchronize or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    times.sort()
-    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
-    return {"median": statistics.median(times), "p10": pick(0.1), "p90": pick(0.9),
-            "repeats": repeats}
+    return times
 
 
-def _sync_for(device: torch.device) -> Optional[Callable[[], None]]:
+def summarize_times(times: Sequence[float]) -> Dict[str, float]:
+    """Median, 10th and 90th percentile of run times (seconds), and how many there were."""
+    ordered = sorted(times)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"median": statistics.median(ordered), "p10": pick(0.1), "p90": pick(0.9),
+            "repeats": len(ordered)}
+
+
+def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
+                synchronize: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs; seconds: median, p10, p90."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
+    time_runs(fn, warmup, synchronize)
+    return summarize_times(time_runs(fn, repeats, synchronize))
+
+
+def sync_for(device: torch.device) -> Optional[Callable[[], None]]:
+    """What waits for the device's queued work before a clock is read (None on the CPU)."""
     return torch.cuda.synchronize if device.type == "cuda" else None
 
 
@@ -158,7 +168,7 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int 
     if threads is not None:
         torch.set_num_threads(threads)
     result = median_time(inference_step(model, input_size), warmup=warmup, repeats=repeats,
-                         synchronize=_sync_for(next(model.parameters()).device))
+                         synchronize=sync_for(next(model.parameters()).device))
     result["images_per_s"] = input_size[0] / result["median"]
     return result
 
@@ -170,6 +180,6 @@ def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes:
     if threads is not None:
         torch.set_num_threads(threads)
     result = median_time(train_step(model, input_size, num_classes), warmup=warmup,
-                         repeats=repeats, synchronize=_sync_for(next(model.parameters()).device))
+                         repeats=repeats, synchronize=sync_for(next(model.parameters()).device))
     result["images_per_s"] = input_size[0] / result["median"]
     return result
