@@ -56,6 +56,8 @@ def mix_kernels(weight: Tensor, kernel: Optional[Tensor], spatial: Optional[Tens
         # multi-megabyte tensor per call costs more in page faults than the mix itself.
         out = _workspace(weight[0].numel(), weight)
         mixed = torch.mm(kernel, weight.reshape(K, -1), out=out).reshape(1, *weight.shape[1:])
+        if spatial is not None:  # in place, for the same reason
+            return mixed.mul_(spatial[:, None, None])
     else:
         mixed = torch.mm(kernel, weight.reshape(K, -1)).reshape(kernel.shape[0], *weight.shape[1:])
     if spatial is not None:

@@ -83,6 +83,20 @@ def test_batch_one_inference_reuses_the_mix_buffer_without_leaking_state():
         torch.testing.assert_close(layer(a), ya1)
 
 
+def test_batch_one_inference_scales_the_mix_buffer_in_place_exactly_once():
+    # ODConv's spatial attention multiplies the reused mix buffer in place at batch 1: each call
+    # must start from a fresh mix (no scaling carried over) and leave the kernel bank untouched.
+    layer = ODConv2d(8, 8, 3, 1, 1).eval()
+    bank = layer.weight.detach().clone()
+    x = torch.randn(1, 8, 5, 5)
+    expected = layer(x).detach()  # with autograd on: no buffer, no in-place scaling
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            for _ in range(3):
+                torch.testing.assert_close(layer(x), expected)
+    assert torch.equal(layer.weight.detach(), bank)
+
+
 @pytest.mark.parametrize("conv", ["condconv", "dyconv", "odconv", "fmdconv"])
 def test_export_with_dynamic_batch_matches_eager(conv):
     model = resnet18(conv=conv, stem="cifar", width=4, num_classes=10).eval()
