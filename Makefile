@@ -38,6 +38,7 @@ test: setup
 
 bench: setup
 	$(PY) -m fmd.bench
+	$(PY) -m fmd.bench --breakdown
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,11 +19,13 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from functools import partial
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
+from .conv import STRATEGIES, DynamicConv2dBase, mix_kernels
 from .models import ResNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +56,7 @@ CASES = {
     "r18w16-cifar-b1-infer": Case("r18w16-cifar-b1-infer", 18, "cifar", 32, 1, "infer", 16, 10),
 }
 DEFAULT_CASES = ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer", "r50-cifar-b32-train")
+BREAKDOWN_CASES = ("r18-224-b1-infer", "r50-224-b1-infer")
 
 
 def _status_mb(field: str) -> Optional[float]:
@@ -187,6 +190,123 @@ def measure_case(case: Case, convs: List[str], strategy: str, device: str, repea
             worker.close()
 
 
+def _check_counts(**counts: Optional[int]) -> None:
+    """Raise for a count below 1 (None is allowed: it means the default)."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _dynamic_layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> List[tuple]:
+    """(layer, its input) for every dynamic layer of ``model``, in the order a forward calls them."""
+    seen: List[tuple] = []
+    hooks = [m.register_forward_pre_hook(lambda layer, inputs: seen.append((layer, inputs[0])))
+             for m in model.modules() if isinstance(m, DynamicConv2dBase)]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _attend_all(seen: List[tuple]) -> None:
+    for layer, inp in seen:
+        layer.attend(inp)
+
+
+def _mix_all(mixes: List[tuple]) -> None:
+    for weight, att in mixes:
+        mix_kernels(weight, att.kernel, att.spatial)
+
+
+def _read_all(weights: List[torch.Tensor]) -> None:
+    for weight in weights:
+        weight.sum()
+
+
+def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: int = 3,
+                     threads: Optional[int] = None) -> List[Dict[str, object]]:
+    """Where the time of a batch-1 CPU forward goes, per dynamic conv, against the static network.
+
+    In one process, in interleaved rounds (median of round medians), times the static network, the
+    dynamic one, and two pieces of the dynamic one run on their own over every dynamic layer in
+    order, on the inputs each layer saw in a forward: its attention branches (``attend``) and its
+    kernel mix (:func:`fmd.conv.mix_kernels`, as the batch-1 path calls it). What remains is the
+    rest of the engine (gates, biases, reshapes) and any difference in the convolutions. A read of
+    every bank (a sum) gives the floor set by memory: no exact mix reads fewer bytes.
+    """
+    case = CASES[name]
+    if case.mode != "infer" or case.batch != 1:
+        raise ValueError(f"the breakdown is for batch-1 inference cases, got {name!r}; choose from "
+                         f"{sorted(n for n, c in CASES.items() if c.mode == 'infer' and c.batch == 1)}")
+    bad = [c for c in convs if c not in CONVS[1:]]
+    if bad:
+        raise ValueError(f"unknown dynamic conv(s) {bad}; choose from {CONVS[1:]}")
+    _check_counts(rounds=rounds, repeats=repeats, threads=threads)
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, case.size, case.size)
+    build = lambda conv: ResNet(case.depth, conv, case.num_classes, case.stem,  # noqa: E731
+                                case.width).eval()
+    parts: Dict[tuple, Callable[[], object]] = {("static", "network"): partial(build("static"), x)}
+    bank_mb: Dict[str, float] = {}
+    with torch.inference_mode():
+        for conv in convs:
+            model = build(conv)
+            seen = _dynamic_layer_inputs(model, x)
+            mixes = [(layer.weight, layer.attend(inp)) for layer, inp in seen]
+            bank_mb[conv] = sum(w.numel() * w.element_size() for w, _ in mixes) / 1e6
+            parts[conv, "network"] = partial(model, x)
+            parts[conv, "attention"] = partial(_attend_all, seen)
+            parts[conv, "mix"] = partial(_mix_all, mixes)
+            parts[conv, "bank read"] = partial(_read_all, [w for w, _ in mixes])
+        medians: Dict[tuple, List[float]] = {key: [] for key in parts}
+        for fn in parts.values():
+            time_runs(fn, 2)  # warm-up
+        for _ in range(rounds):
+            for key, fn in parts.items():
+                medians[key].append(statistics.median(time_runs(fn, repeats)))
+    ms = {key: 1e3 * statistics.median(values) for key, values in medians.items()}
+    static = ms["static", "network"]
+    info = machine_info("cpu", threads)
+    rows = []
+    for conv in convs:
+        t = {part: ms[conv, part] for part in ("network", "mix", "attention", "bank read")}
+        rows.append({"name": name, "conv": conv, "static_ms": static, "dynamic_ms": t["network"],
+                     "time_ratio": t["network"] / static, "mix_x": t["mix"] / static,
+                     "attention_x": t["attention"] / static,
+                     "rest_x": (t["network"] - static - t["mix"] - t["attention"]) / static,
+                     "bank_mb": bank_mb[conv], "mix_ms": t["mix"], "read_ms": t["bank read"],
+                     "mix_gb_s": bank_mb[conv] / t["mix"], "read_gb_s": bank_mb[conv] / t["bank read"],
+                     "floor_ratio": 1 + t["bank read"] / static, "rounds": rounds, **info})
+    return rows
+
+
+BREAKDOWN_COLUMNS = ["name", "conv", "static_ms", "dynamic_ms", "time_ratio", "mix_x", "attention_x",
+                     "rest_x", "bank_mb", "mix_gb_s", "read_gb_s", "floor_ratio"]
+
+
+def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
+                  threads: Optional[int] = None, out_dir: Optional[Path] = None,
+                  tag: str = "") -> List[Dict[str, object]]:
+    """:func:`batch1_breakdown` for each case; print and write ``breakdown_cpu<tag>.*``."""
+    rows: List[Dict[str, object]] = []
+    for name in cases:
+        found = batch1_breakdown(name, convs, rounds=rounds, threads=threads)
+        print(f"{name}: static {found[0]['static_ms']:.1f} ms", flush=True)
+        for r in found:
+            print(f"  {r['conv']:9s} ×{r['time_ratio']:.2f} = 1 + mix {r['mix_x']:.2f} + attention "
+                  f"{r['attention_x']:.2f} + rest {r['rest_x']:.2f}; bank {r['bank_mb']:.0f} MB, "
+                  f"floor ×{r['floor_ratio']:.2f}", flush=True)
+        rows += found
+    write_table(rows, out_dir or REPO_ROOT / "figures", f"breakdown_cpu{tag}", BREAKDOWN_COLUMNS,
+                "Batch-1 inference, where the time goes: dynamic / static = 1 + mix + attention + "
+                "rest (each × the static forward; median of interleaved rounds in one process)")
+    return rows
+
+
 def git_commit(root: Path = REPO_ROOT) -> str:
     """The current commit, '+dirty' where tracked code differs from it, or 'unknown'.
 
@@ -227,6 +347,7 @@ def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str 
     bad = [c for c in convs if c not in CONVS]
     if bad:
         raise ValueError(f"unknown conv(s) {bad}; choose from {CONVS}")
+    _check_counts(repeats=repeats, threads=threads)
     threads = threads or torch.get_num_threads()
     info = machine_info(device, threads)
     rows: List[Dict[str, object]] = []
@@ -250,8 +371,13 @@ def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str 
     return rows
 
 
-def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str) -> None:
-    """Write rows as CSV, Markdown and JSON (atomically, one file each)."""
+SHOWN = ["name", "conv", "median_s", "time_ratio", "peak_mb", "memory_ratio", "strategies"]
+
+
+def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str,
+                shown: List[str] = SHOWN, title: str = "Speed, dynamic / static (median of repeats)"
+                ) -> None:
+    """Write rows as CSV, Markdown (the ``shown`` columns) and JSON, atomically, one file each."""
     import csv
     import io
 
@@ -261,9 +387,8 @@ def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str) -> None
     writer = csv.DictWriter(buf, columns)
     writer.writeheader()
     writer.writerows(rows)
-    shown = ["name", "conv", "median_s", "time_ratio", "peak_mb", "memory_ratio", "strategies"]
     first = rows[0]
-    md = [f"Speed, dynamic / static (median of repeats). Machine: {first['cpu']}, "
+    md = [f"{title}. Machine: {first['cpu']}, "
           f"{first['device']}, {first['threads']} threads, torch {first['torch']}, "
           f"commit {first['commit']}.", "", "| " + " | ".join(shown) + " |",
           "|" + "---|" * len(shown)]
@@ -286,19 +411,32 @@ def main(argv: Optional[List[str]] = None) -> None:
         _serve(CASES[name], conv, strategy, device, int(threads))
         return
     parser = argparse.ArgumentParser(prog="python -m fmd.bench", description=__doc__)
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=sorted(CASES))
+    parser.add_argument("--cases", nargs="+", default=None, choices=sorted(CASES),
+                        help=f"default: {' '.join(DEFAULT_CASES)}; with --breakdown: "
+                             f"{' '.join(BREAKDOWN_CASES)}")
     parser.add_argument("--convs", nargs="+", default=list(CONVS[1:]), choices=CONVS)
-    parser.add_argument("--strategy", default="auto",
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
                         help="force one strategy in every dynamic layer (default: auto)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed steps per conv, rounded up to a multiple of the 5 rounds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="folder for the table (figures/)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead: split batch-1 CPU inference time into mix, attention and the "
+                             "rest (breakdown_cpu<tag>.*)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of --breakdown")
     args = parser.parse_args(argv)
-    run(args.cases, args.convs, args.strategy, args.device, args.repeats, args.threads, args.out,
-        args.tag)
-
+    if args.breakdown:
+        if args.device != "cpu" or args.strategy != "auto":
+            parser.error("--breakdown measures the CPU with the automatic strategy")
+        convs = [c for c in args.convs if c != "static"]
+        run_breakdown(args.cases or list(BREAKDOWN_CASES), convs, args.rounds, args.threads,
+                      args.out, args.tag)
+        return
+    run(args.cases or list(DEFAULT_CASES), args.convs, args.strategy, args.device, args.repeats,
+        args.threads, args.out, args.tag)
 
 if __name__ == "__main__":
     main()

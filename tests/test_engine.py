@@ -121,11 +121,35 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu.md").read_text()
     with pytest.raises(ValueError, match="unknown case"):
         bench.run(["r9"], ["fmdconv"])
+    with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
+        bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=0)
     # A worker that fails says which conv and passes on its error.
     with pytest.raises(RuntimeError, match="benchmark of odconv on r18w16-cifar-b1-infer failed"
                        "(.|\n)*cannot compute this layer"):
         bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="parallel", repeats=1, threads=1,
                   out_dir=tmp_path)
+
+
+def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
+    rows = bench.run_breakdown(["r18w16-cifar-b1-infer"], ["odconv", "fmdconv"], rounds=1,
+                               threads=1, out_dir=tmp_path)
+    assert [r["conv"] for r in rows] == ["odconv", "fmdconv"]
+    case = bench.CASES["r18w16-cifar-b1-infer"]
+    for row in rows:
+        model = bench.ResNet(case.depth, row["conv"], case.num_classes, case.stem, case.width)
+        layers = [m for m in model.modules() if isinstance(m, DynamicConv2dBase)]
+        assert len(layers) == 16  # every block conv of a ResNet-18 is in the bank count
+        assert row["bank_mb"] == pytest.approx(sum(m.weight.numel() * 4 for m in layers) / 1e6)
+        assert row["time_ratio"] == pytest.approx(
+            1 + row["mix_x"] + row["attention_x"] + row["rest_x"])
+        assert row["mix_x"] > 0 and row["attention_x"] > 0 and row["floor_ratio"] > 1
+        assert row["read_gb_s"] == pytest.approx(row["bank_mb"] / row["read_ms"])
+    assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "breakdown_cpu.md").read_text()
+    assert json.loads((tmp_path / "breakdown_cpu.json").read_text())[1]["threads"] == "1"
+    with pytest.raises(ValueError, match="batch-1 inference cases"):
+        bench.batch1_breakdown("r18-cifar-b128-train", ["fmdconv"])
+    with pytest.raises(ValueError, match="unknown dynamic conv"):
+        bench.batch1_breakdown("r18w16-cifar-b1-infer", ["static"])
 
 
 def test_odconv_refuses_parallel_but_computes_with_unfold():

@@ -292,3 +292,52 @@ def strategy_timing_figure(rows: Sequence[Mapping[str, Any]], conv: str,
     ax.legend(fontsize=8, loc="upper left", framealpha=0.95)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch-1 breakdown (fmd.bench.batch1_breakdown)
+
+BREAKDOWN_PARTS = (("mix_x", "kernel mix", "#e6550d"), ("attention_x", "attention branches", "#756bb1"),
+                   ("rest_x", "rest (gates, biases, conv differences)", "#9ecae1"))
+
+
+def load_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
+    """Every ``breakdown_*.json`` that ``python -m fmd.bench --breakdown`` wrote in ``folders``."""
+    tables: Dict[str, List[Dict[str, Any]]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("breakdown_*.json")):
+            tables.setdefault(path.name, json.loads(path.read_text()))
+    return {name: rows for name, rows in tables.items() if rows}
+
+
+def batch1_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
+    """Dynamic / static batch-1 time as stacked bars: 1 (static) + mix + attention + rest.
+
+    A black tick marks the memory floor, 1 + (one read of every bank) / static.
+    """
+    use_style()
+    bars = [(r["name"], r["conv"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(8.0, 0.55 * len(bars) + 1.9))
+    for y, r in enumerate(rows):
+        ax.barh(y, 1.0, color=conv_color("static"), alpha=0.35,
+                label="static forward = 1" if y == 0 else None)
+        left = 1.0
+        for key, text, color in BREAKDOWN_PARTS:
+            width = max(0.0, r[key])  # a negative rest is noise; drawn as nothing
+            ax.barh(y, width, left=left, color=color, label=text if y == 0 else None)
+            left += width
+        ax.annotate(f"×{r['time_ratio']:.2f}", (left, y), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+        ax.plot([r["floor_ratio"]] * 2, [y - 0.42, y + 0.42], color="black", lw=2,
+                label="floor: static + one read of the bank" if y == 0 else None)
+    ax.set_yticks(range(len(bars)), [f"{label(c)}\n{n}, bank {r['bank_mb']:.0f} MB"
+                                     for (n, c), r in zip(bars, rows)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r["time_ratio"] for r in rows) * 1.15)
+    ax.set_xlabel("batch-1 inference time / static network (×)")
+    first = rows[0]
+    ax.set_title(f"Where batch-1 time goes ({first['cpu']}, {first['threads']} threads, "
+                 f"commit {first['commit']})", fontsize=9.5)
+    ax.legend(fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=3, frameon=False)
+    fig.tight_layout()
+    return fig
