@@ -8,7 +8,17 @@ from .temperature import (Constant, LinearAnneal, StepDecay, apply_schedules, de
                           set_temperature)
 
 from .data import DATASETS, get_datasets, make_loaders
-# fmd.train stays the module (``fmd.train.train(config)``), so only its names are re-exported.
-from .train import RECIPES, CheckpointError, NonFiniteLossError, TrainConfig, make_config
 
 __version__ = "0.1.0"
+
+# fmd.train stays the module (``fmd.train.train(config)``) and is imported on first use, so that
+# ``python -m fmd.train`` does not find it imported already by the package (runpy warns then).
+_TRAIN_NAMES = ("RECIPES", "CheckpointError", "NonFiniteLossError", "TrainConfig", "make_config")
+
+
+def __getattr__(name: str):
+    if name == "train" or name in _TRAIN_NAMES:
+        import importlib
+        train = importlib.import_module(".train", __name__)
+        return train if name == "train" else getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

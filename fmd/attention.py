@@ -39,6 +39,20 @@ def check_temperature(value: float) -> float:
     return value
 
 
+def steps_down_to_one(start: float, step: float) -> bool:
+    """Whether stepping down by ``step`` from ``start`` lands on 1 exactly (start ≡ 1 mod step)."""
+    return math.isclose((start - 1) % step, 0.0, abs_tol=1e-9)
+
+
+def check_paper_kernel_temperature(value: float) -> float:
+    """The 'paper' preset's T_k falls by 3 per epoch to 1: refuse a start it would not land from."""
+    check_temperature(value)
+    if not steps_down_to_one(value, 3.0):
+        raise ValueError("the 'paper' preset steps T_k down by 3 per epoch to 1, so "
+                         f"kernel_temperature must be ≡ 1 (mod 3), got {value:g}")
+    return float(value)
+
+
 class Tempered(nn.Module):
     """Base of the branches that divide their logits by a temperature held in a buffer."""
 

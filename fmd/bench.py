@@ -27,6 +27,7 @@ import torch
 from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
 from .conv import STRATEGIES, DynamicConv2dBase, mix_kernels
 from .models import ResNet
+from .runs import CODE_PATHSPEC
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONVS = ("static", "condconv", "dyconv", "odconv", "fmdconv")
@@ -310,15 +311,14 @@ def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
 def git_commit(root: Path = REPO_ROOT) -> str:
     """The current commit, '+dirty' where tracked code differs from it, or 'unknown'.
 
-    What a run rewrites (``figures/``, the run records, the notebooks' outputs) does not count:
-    otherwise every figure after the first of a ``make reproduce`` would be stamped dirty.
+    What a run rewrites (:data:`fmd.runs.CODE_PATHSPEC`) does not count.
     """
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!figures", ":!data/runs", ":!notebooks"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                *CODE_PATHSPEC], cwd=root, capture_output=True,
+                               text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -77,11 +77,9 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
     for free in (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.MaxPool2d,
                  nn.AdaptiveAvgPool2d, nn.Identity):
         custom[free] = _thop_free
-    training = model.training
     # thop hooks add buffers to every module; profile a throwaway copy so the model stays clean.
     macs, _ = profile(_copy(model), inputs=(_example(model, input_size),), custom_ops=custom,
                       verbose=False)
-    model.train(training)
     return int(round(macs))
 
 

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .attention import (Attention, AttentionTrunk, ExpertRouting, KernelAttention, SigmoidGate,
-                        SoftmaxAttention, check_temperature, iter_tempered)
+                        SoftmaxAttention, check_paper_kernel_temperature, check_temperature,
+                        iter_tempered)
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -493,12 +494,13 @@ def tune_strategy(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attent
 
 def _output_size(x: Tensor, weight: Tensor, geo: Geometry) -> Tuple[int, int]:
     """Height and width of the convolution's output."""
-    if isinstance(geo.padding, str):
-        return x.shape[-2] // geo.stride[0], x.shape[-1] // geo.stride[1]
+    if geo.padding == "same":  # only with stride 1, as F.conv2d requires
+        return x.shape[-2], x.shape[-1]
+    padding = (0, 0) if geo.padding == "valid" else geo.padding
     sizes = []
     for dim in range(2):
         extent = geo.dilation[dim] * (weight.shape[3 + dim] - 1) + 1
-        sizes.append((x.shape[2 + dim] + 2 * geo.padding[dim] - extent) // geo.stride[dim] + 1)
+        sizes.append((x.shape[2 + dim] + 2 * padding[dim] - extent) // geo.stride[dim] + 1)
     return sizes[0], sizes[1]
 
 
@@ -629,6 +631,7 @@ class CondConv2d(DynamicConv2dBase):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
                  padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1,
                  bias: bool = True, *, num_experts: int = 8, strategy: str = "auto") -> None:
+        _positive_int("num_experts", num_experts)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, kernel_num=num_experts, strategy=strategy)
         self.routing = ExpertRouting(in_channels, num_experts)
@@ -734,9 +737,8 @@ class FMDConv2d(DynamicConv2dBase):
             raise ValueError(f"preset must be one of {FMD_PRESETS}, got {preset!r}")
         check_temperature(kernel_temperature)
         check_temperature(gate_temperature)
-        if preset == "paper" and round(kernel_temperature) % 3 != 1:
-            raise ValueError("the 'paper' preset steps T_k down by 3 per epoch to 1, so "
-                             f"kernel_temperature must be ≡ 1 (mod 3), got {kernel_temperature}")
+        if preset == "paper":
+            check_paper_kernel_temperature(kernel_temperature)
         self.attentions = tuple(a for a in FMD_ATTENTIONS if a in attentions)
         self.preset = preset
         uses_trunk = "input" in attentions or "output" in attentions
@@ -773,13 +775,18 @@ CONV_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
 
 def make_conv(name: str, in_channels: int, out_channels: int, kernel_size: IntPair,
               stride: IntPair = 1, padding: Union[str, IntPair] = 0, dilation: IntPair = 1,
-              groups: int = 1, bias: bool = True, **options) -> nn.Module:
-    """Build a registered convolution by name with ``nn.Conv2d``'s arguments plus its own options."""
+              groups: int = 1, bias: Optional[bool] = None, **options) -> nn.Module:
+    """Build a registered convolution by name with ``nn.Conv2d``'s arguments plus its own options.
+
+    ``bias=None`` keeps the layer's own default (a bias everywhere except ODConv, as upstream).
+    """
     if name not in CONV_REGISTRY:
         raise ValueError(f"unknown conv {name!r}; choose one of {sorted(CONV_REGISTRY)}")
     if name == "static":
         if options:
             raise ValueError(f"the static conv takes no options, got {sorted(options)}")
         check_conv_args(in_channels, out_channels, groups)
+    if bias is not None:
+        options["bias"] = bias
     return CONV_REGISTRY[name](in_channels, out_channels, kernel_size, stride, padding, dilation,
-                               groups, bias, **options)
+                               groups, **options)

@@ -21,6 +21,9 @@ PathLike = Union[str, Path]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = REPO_ROOT / "data" / "runs"
+# What a run rewrites (figures, run records, executed notebooks): not "dirty" code for a stamp,
+# or every figure after the first of a ``make reproduce`` would be stamped dirty.
+CODE_PATHSPEC = ("--", ".", ":!figures", ":!data/runs", ":!notebooks")
 RECORD_NAME = "record.json"
 # Fields that change how a run is shown, never what it computes; left out of the key.
 PRESENTATION_FIELDS = frozenset({"progress", "note"})

@@ -12,7 +12,8 @@ from typing import Dict, Optional, Union
 
 from torch import nn
 
-from .attention import TEMPERATURE_ROLES, check_temperature, iter_tempered
+from .attention import (TEMPERATURE_ROLES, check_paper_kernel_temperature, check_temperature,
+                        iter_tempered, steps_down_to_one)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class StepDecay:
         check_temperature(self.start)
         if not self.step > 0 or not self.every > 0:
             raise ValueError(f"step and every must be positive, got {self.step}, {self.every}")
-        if not math.isclose((self.start - 1) % self.step, 0.0, abs_tol=1e-9):
+        if not steps_down_to_one(self.start, self.step):
             raise ValueError(f"start must be ≡ 1 (mod {self.step:g}) to reach 1, got {self.start:g}")
 
     def __call__(self, epoch: float) -> float:
@@ -117,6 +118,7 @@ def default_schedules(conv: str, *, preset: str = "official", kernel_temperature
         if preset == "official":
             return {"kernel": Constant(kernel_temperature), "gate": gates}
         if preset == "paper":
+            check_paper_kernel_temperature(kernel_temperature)  # named as the caller gave it
             return {"kernel": StepDecay(kernel_temperature, 3.0, anneal_epochs / 10.0), "gate": gates}
         raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
     raise ValueError(f"unknown conv {conv!r}")

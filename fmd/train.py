@@ -105,6 +105,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
         self._validate()
+        # One order, no repeats: the same branches are the same run (and the same key).
+        self.attentions = tuple(a for a in FMD_ATTENTIONS if a in self.attentions)
 
     def _validate(self) -> None:
         choices = {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS,
@@ -132,6 +134,8 @@ class TrainConfig:
                  and all(m >= 1 for m in self.milestones), "increasing positive epochs")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.conv != "static":
+            self.schedules()  # a temperature schedule that cannot run is refused here, by name
 
     def to_dict(self) -> Dict[str, Any]:
         """The config as plain JSON-able values (tuples become lists)."""
@@ -301,7 +305,10 @@ def describe_device(device: torch.device) -> str:
 
 
 def git_state(repo: PathLike = runs.REPO_ROOT) -> Dict[str, Any]:
-    """The checked-out commit and whether tracked files differ from it ("unknown" without git)."""
+    """The checked-out commit and whether tracked code differs from it ("unknown" without git).
+
+    Outputs that runs rewrite (:data:`fmd.runs.CODE_PATHSPEC`) do not make a checkout dirty.
+    """
     def git(*args: str) -> Optional[str]:
         try:
             done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
@@ -310,7 +317,7 @@ def git_state(repo: PathLike = runs.REPO_ROOT) -> Dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", *runs.CODE_PATHSPEC)
     return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
 
 

@@ -225,7 +225,7 @@ def test_bad_input_channels_and_rank_are_named(name):
 def test_bad_construction_arguments_are_named():
     with pytest.raises(ValueError, match="kernel_num must be a positive integer"):
         DynamicConv2d(4, 4, 3, kernel_num=0)
-    with pytest.raises(ValueError, match="num_experts|kernel_num"):
+    with pytest.raises(ValueError, match="num_experts must be a positive integer"):
         CondConv2d(4, 4, 3, num_experts=0)
     with pytest.raises(ValueError, match="temperature must be a positive"):
         ODConv2d(4, 4, 3, temperature=0)
@@ -239,12 +239,28 @@ def test_bad_construction_arguments_are_named():
         FMDConv2d(4, 4, 3, strategy="fastest")
     with pytest.raises(ValueError, match="attentions must be a subset"):
         FMDConv2d(4, 4, 3, attentions=("input", "spatial"))
-    with pytest.raises(ValueError, match="≡ 1 \\(mod 3\\)"):
-        FMDConv2d(4, 4, 3, preset="paper", kernel_temperature=30)
+    for bad in (30, 33.6):  # the same exact rule as StepDecay's, not a rounded one
+        with pytest.raises(ValueError, match="≡ 1 \\(mod 3\\)"):
+            FMDConv2d(4, 4, 3, preset="paper", kernel_temperature=bad)
     with pytest.raises(ValueError, match="norm must be one of"):
         ODConv2d(4, 4, 3, norm="group")
     with pytest.raises(ValueError, match="static conv takes no options"):
         make_conv("static", 4, 4, 3, kernel_num=4)
+
+
+def test_make_conv_keeps_each_layer_s_own_bias_default():
+    assert make_conv("odconv", 4, 4, 3).bias is None  # as ODConv2d and the official layer
+    assert make_conv("odconv", 4, 4, 3, bias=True).bias is not None
+    assert make_conv("fmdconv", 4, 4, 3).bias is not None
+    assert make_conv("static", 4, 4, 3, bias=False).bias is None
+
+
+def test_output_size_of_string_paddings():
+    from fmd.conv import _output_size
+    x, w = torch.empty(1, 2, 12, 12), torch.empty(4, 3, 2, 3, 3)
+    for padding in ("valid", "same"):
+        expected = F.conv2d(x, w[0], padding=padding).shape[-2:]
+        assert _output_size(x, w, Geometry((1, 1), padding, (1, 1), 1)) == tuple(expected)
 
 
 def test_registry_names():

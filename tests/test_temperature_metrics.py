@@ -44,6 +44,8 @@ def test_presets_differ_only_in_the_kernel_temperature():
     assert short["kernel"](1.0) == 4 and short["kernel"](1.1) == 1
     with pytest.raises(ValueError, match="unknown conv"):
         default_schedules("deform")
+    with pytest.raises(ValueError, match="kernel_temperature must be ≡ 1 \\(mod 3\\), got 30"):
+        default_schedules("fmdconv", preset="paper", kernel_temperature=30)
 
 
 def test_set_temperature_reaches_the_right_attentions():

@@ -183,6 +183,9 @@ def test_bad_names_and_values_list_the_choices():
         make_config("smoke", epochs=2.5)
     with pytest.raises(ValueError, match="attentions must be a subset"):
         make_config("smoke", attentions=("input", "spatial"))
+    # A schedule that cannot run is refused with the config, before any data is loaded.
+    with pytest.raises(ValueError, match="kernel_temperature must be ≡ 1 \\(mod 3\\), got 30"):
+        make_config("smoke", conv="fmdconv", preset="paper", kernel_temperature=30)
     with pytest.raises(TypeError, match="make_config"):
         train({"conv": "static"})
 
@@ -193,6 +196,36 @@ def test_config_values_are_normalised_so_equal_runs_share_a_key():
     assert a == b and a.key() == b.key()
     assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     assert make_config("smoke", seed=1).key() != a.key()
+    # The same branches in any order, or repeated, are the same run.
+    ab = make_config("smoke", conv="fmdconv", attentions=("input", "kernel"))
+    for other in (("kernel", "input"), ("input", "kernel", "kernel")):
+        same = make_config("smoke", conv="fmdconv", attentions=other)
+        assert same == ab and same.key() == ab.key()
+
+
+def test_git_state_ignores_what_runs_rewrite(tmp_path):
+    import subprocess
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True,  # noqa: E731
+                                    capture_output=True)
+    git("init", "-q")
+    for name in ("figures/table.md", "data/runs/r/record.json", "fmd/code.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "figures/table.md").write_text("v2")
+    (tmp_path / "data/runs/r/record.json").write_text("v2")
+    assert train_module.git_state(tmp_path)["dirty"] is False
+    (tmp_path / "fmd/code.py").write_text("v2")
+    assert train_module.git_state(tmp_path)["dirty"] is True
+
+
+def test_python_m_fmd_train_starts_without_a_runpy_warning():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "fmd.train",
+                           "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_learning_rate_schedules():
