@@ -310,6 +310,17 @@ def load_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, A
     return {name: rows for name, rows in tables.items() if rows}
 
 
+def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """All breakdown tables' rows, rounded for printing and saving, with their file."""
+    return [{"table": name, "case": r["name"], "conv": r["conv"],
+             "static ms": round(r["static_ms"], 1), "dynamic ms": round(r["dynamic_ms"], 1),
+             "time ×static": round(r["time_ratio"], 2), "mix ×": round(r["mix_x"], 2),
+             "attention ×": round(r["attention_x"], 2), "rest ×": round(r["rest_x"], 2),
+             "bank MB": round(r["bank_mb"]), "mix GB/s": round(r["mix_gb_s"], 1),
+             "read GB/s": round(r["read_gb_s"], 1), "floor ×": round(r["floor_ratio"], 2)}
+            for name, table in tables.items() for r in table]
+
+
 def batch1_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
     """Dynamic / static batch-1 time as stacked bars: 1 (static) + mix + attention + rest.
 
