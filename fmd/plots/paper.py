@@ -262,10 +262,11 @@ def read_stamp(path: Path) -> Dict[str, str]:
         return {"profile": found["profile"], "dataset": found["dataset"],
                 "commit": found["commit"], "from": "stamp"}
     bench = path.with_suffix(".json")
-    if path.name.startswith("bench_") and bench.exists():  # fmd.bench tables name their machine
+    if path.name.startswith(("bench_", "breakdown_")) and bench.exists():  # they name their machine
         first = json.loads(bench.read_text())[0]
+        command = "fmd.bench --breakdown" if path.name.startswith("breakdown_") else "fmd.bench"
         return {"profile": "—", "dataset": "none (benchmark)", "commit": first["commit"],
-                "from": f"fmd.bench: {first['device']}, {first['threads']} threads"}
+                "from": f"{command}: {first['device']}, {first['threads']} threads"}
     return {"profile": "?", "dataset": "?", "commit": "?", "from": "no stamp found"}
 
 
