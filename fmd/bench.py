@@ -158,14 +158,37 @@ class _Worker:
 
 
 def measure_case(case: Case, convs: List[str], strategy: str, device: str, repeats: int,
-                 threads: int, rounds: int = 5) -> Dict[str, Dict[str, object]]:
+                 threads: int, rounds: int = 5, sessions: int = 1) -> Dict[str, Dict[str, object]]:
     """Time every conv of one case in interleaved rounds; per conv: median, p10, p90, peak memory.
 
     Each conv runs in its own worker process (its peak memory is its own, and allocator state does
     not leak between convs); the workers take turns, ``repeats / rounds`` steps each per round, so
     a burst of load on a shared machine hits one round of every conv rather than all of one conv.
-    A conv's time is the median of its round medians.
+    A conv's time is the median of its round medians. With ``sessions`` > 1 the whole measurement
+    is repeated with fresh workers and the median of the sessions' medians is reported: a worker
+    process can run fast or slow for its whole life, which rounds cannot average out (on the shared
+    2-core machine this was developed on, one run's CondConv batch-1 ratio came out below the floor
+    that reading its bank sets, which only a slow static worker explains).
     """
+    found = [_measure_session(case, convs, strategy, device, repeats, threads, rounds)
+             for _ in range(sessions)]
+    results = {}
+    for conv in convs:
+        times = [t for session in found for t in session[conv]["times"]]
+        medians = [session[conv]["median_s"] for session in found]
+        summary = summarize_times(times)
+        last = found[-1][conv]
+        results[conv] = {"median_s": statistics.median(medians), "p10_s": summary["p10"],
+                         "p90_s": summary["p90"], "rounds": last["rounds"], "sessions": sessions,
+                         "session_medians_s": medians, "repeats": summary["repeats"],
+                         "peak_mb": max(session[conv]["peak_mb"] for session in found),
+                         "strategies": last["strategies"]}
+    return results
+
+
+def _measure_session(case: Case, convs: List[str], strategy: str, device: str, repeats: int,
+                     threads: int, rounds: int) -> Dict[str, Dict[str, object]]:
+    """One set of workers, interleaved rounds: per conv its median of round medians and times."""
     workers = {conv: _Worker(case, conv, strategy, device, threads) for conv in convs}
     try:
         for worker in workers.values():
@@ -179,13 +202,9 @@ def measure_case(case: Case, convs: List[str], strategy: str, device: str, repea
                 round_times = worker.answer(f"time {per_round}")["times"]
                 medians[conv].append(statistics.median(round_times))
                 times[conv].extend(round_times)
-        results = {}
-        for conv, worker in workers.items():
-            summary = summarize_times(times[conv])
-            results[conv] = {"median_s": statistics.median(medians[conv]), "p10_s": summary["p10"],
-                             "p90_s": summary["p90"], "rounds": rounds,
-                             "repeats": summary["repeats"], **worker.answer("finish")}
-        return results
+        return {conv: {"median_s": statistics.median(medians[conv]), "times": times[conv],
+                       "rounds": rounds, **worker.answer("finish")}
+                for conv, worker in workers.items()}
     finally:
         for worker in workers.values():
             worker.close()
@@ -339,7 +358,7 @@ def machine_info(device: str, threads: int) -> Dict[str, str]:
 
 def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str = "cpu",
         repeats: int = 10, threads: Optional[int] = None, out_dir: Optional[Path] = None,
-        tag: str = "") -> List[Dict[str, object]]:
+        tag: str = "", sessions: int = 1) -> List[Dict[str, object]]:
     """Benchmark every case for static and each conv; write and return the rows."""
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -347,14 +366,14 @@ def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str 
     bad = [c for c in convs if c not in CONVS]
     if bad:
         raise ValueError(f"unknown conv(s) {bad}; choose from {CONVS}")
-    _check_counts(repeats=repeats, threads=threads)
+    _check_counts(repeats=repeats, threads=threads, sessions=sessions)
     threads = threads or torch.get_num_threads()
     info = machine_info(device, threads)
     rows: List[Dict[str, object]] = []
     for name in cases:
         case = CASES[name]
         results = measure_case(case, ["static"] + [c for c in convs if c != "static"], strategy,
-                               device, repeats, threads)
+                               device, repeats, threads, sessions=sessions)
         static = results["static"]
         print(f"{name}: static {static['median_s'] * 1e3:.1f} ms, peak {static['peak_mb']:.0f} MB",
               flush=True)
@@ -423,6 +442,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="folder for the table (figures/)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="repeat each case with fresh worker processes; report the median")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: split batch-1 CPU inference time into mix, attention and the "
                              "rest (breakdown_cpu<tag>.*)")
@@ -436,7 +457,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                       args.out, args.tag)
         return
     run(args.cases or list(DEFAULT_CASES), args.convs, args.strategy, args.device, args.repeats,
-        args.threads, args.out, args.tag)
+        args.threads, args.out, args.tag, args.sessions)
 
 if __name__ == "__main__":
     main()

@@ -121,6 +121,12 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu.md").read_text()
     with pytest.raises(ValueError, match="unknown case"):
         bench.run(["r9"], ["fmdconv"])
+    # Fresh workers per session; the reported median is the median of the sessions' medians.
+    rows = bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=1, threads=1, out_dir=tmp_path,
+                     sessions=3)
+    for row in rows:
+        assert row["sessions"] == 3 and len(row["session_medians_s"]) == 3 and row["repeats"] == 3
+        assert row["median_s"] == sorted(row["session_medians_s"])[1]
     with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
         bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=0)
     # A worker that fails says which conv and passes on its error.
