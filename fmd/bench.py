@@ -3,8 +3,13 @@
 ``python -m fmd.bench`` times each case for the static network and every dynamic conv, each in its
 own worker process (so peak memory is that conv's alone and allocator state does not leak between
 convs), the workers taking turns in interleaved rounds, and prints the ratio of medians against
-the static network of the same case. The table
-goes to ``figures/bench_<device>.{csv,md,json}`` with the machine, threads, torch version and commit.
+the static network of the same case (``--sessions N``: N sets of fresh workers, median of their
+medians). The table goes to ``figures/bench_<device>.{csv,md,json}`` with the machine, threads,
+torch version and commit.
+
+``python -m fmd.bench --breakdown`` splits batch-1 CPU inference time, in one process, into the
+kernel mix, the attention branches and the rest, beside the floor of one read of every kernel bank
+(``figures/breakdown_cpu.{csv,md,json}``).
 """
 from __future__ import annotations
 
