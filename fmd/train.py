@@ -134,8 +134,7 @@ class TrainConfig:
                  and all(m >= 1 for m in self.milestones), "increasing positive epochs")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.conv != "static":
-            self.schedules()  # a temperature schedule that cannot run is refused here, by name
+        self.schedules()  # a temperature schedule that cannot run is refused here, by name
 
     def to_dict(self) -> Dict[str, Any]:
         """The config as plain JSON-able values (tuples become lists)."""

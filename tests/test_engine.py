@@ -6,7 +6,7 @@ import torch
 
 from fmd import bench
 from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, choose_strategy, make_conv
-from fmd.models import resnet18
+from fmd.models import ResNet, resnet18
 
 
 def strategies_used(model):
@@ -142,7 +142,7 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
     assert [r["conv"] for r in rows] == ["odconv", "fmdconv"]
     case = bench.CASES["r18w16-cifar-b1-infer"]
     for row in rows:
-        model = bench.ResNet(case.depth, row["conv"], case.num_classes, case.stem, case.width)
+        model = ResNet(case.depth, row["conv"], case.num_classes, case.stem, case.width)
         layers = [m for m in model.modules() if isinstance(m, DynamicConv2dBase)]
         assert len(layers) == 16  # every block conv of a ResNet-18 is in the bank count
         assert row["bank_mb"] == pytest.approx(sum(m.weight.numel() * 4 for m in layers) / 1e6)

@@ -153,12 +153,13 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
 # Benchmark tables
 
 
-def load_bench_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
-    """Every ``bench_*.json`` in ``folders`` (each file once), keyed by its file name."""
+def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json"
+                      ) -> Dict[str, List[Dict[str, Any]]]:
+    """Every ``pattern`` file in ``folders`` (each file once), keyed by its file name."""
     tables: Dict[str, List[Dict[str, Any]]] = {}
     seen = set()
     for folder in folders:
-        for path in sorted(Path(folder).glob("bench_*.json")):
+        for path in sorted(Path(folder).glob(pattern)):
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
@@ -303,11 +304,7 @@ BREAKDOWN_PARTS = (("mix_x", "kernel mix", "#e6550d"), ("attention_x", "attentio
 
 def load_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
     """Every ``breakdown_*.json`` that ``python -m fmd.bench --breakdown`` wrote in ``folders``."""
-    tables: Dict[str, List[Dict[str, Any]]] = {}
-    for folder in folders:
-        for path in sorted(Path(folder).glob("breakdown_*.json")):
-            tables.setdefault(path.name, json.loads(path.read_text()))
-    return {name: rows for name, rows in tables.items() if rows}
+    return load_bench_tables(folders, "breakdown_*.json")
 
 
 def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
