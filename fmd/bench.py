@@ -30,12 +30,12 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
-from .conv import STRATEGIES, DynamicConv2dBase, mix_kernels
+from .conv import CONVS as CONV_SPECS, STRATEGIES, DynamicConv2dBase, mix_kernels
 from .models import ResNet
 from .runs import CODE_PATHSPEC
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONVS = ("static", "condconv", "dyconv", "odconv", "fmdconv")
+CONVS = tuple(CONV_SPECS)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _serve(case: Case, conv: str, strategy: str, device: str, threads: int) -> N
     torch.set_num_threads(threads)
     options = {} if conv == "static" else {"strategy": strategy}
     model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
-                   conv_options=options).to(device)
+                   **options).to(device)
     size = (case.batch, 3, case.size, case.size)
     sync = sync_for(torch.device(device))
     if device == "cuda":

@@ -10,9 +10,11 @@ which attentions it computes (``attend``); :func:`dynamic_conv2d` decides how to
 """
 from __future__ import annotations
 
+import inspect
 import math
 import threading
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch.nn.modules.utils import _pair
 from .attention import (Attention, AttentionTrunk, ExpertRouting, KernelAttention, SigmoidGate,
                         SoftmaxAttention, check_paper_kernel_temperature, check_temperature,
                         iter_tempered)
+from .temperature import Schedule, dyconv_schedules, fmdconv_schedules, odconv_schedules
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -764,13 +767,91 @@ class FMDConv2d(DynamicConv2dBase):
         return super().extra_repr() + f", attentions={self.attentions}, preset={self.preset}"
 
 
-CONV_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
-    "static": nn.Conv2d,
-    "condconv": CondConv2d,
-    "dyconv": DynamicConv2d,
-    "odconv": ODConv2d,
-    "fmdconv": FMDConv2d,
-}
+@dataclass(frozen=True)
+class ConvSpec:
+    """Everything the repository knows about one convolution, in one place.
+
+    ``options`` maps each of the layer's keyword options to the :class:`fmd.train.TrainConfig`
+    field it is set from; ``schedules`` returns the reference temperature schedule per role, taking
+    config fields by name. The fields of both enter a run's key (:attr:`run_fields`), the others
+    do not: a static baseline is shared by every FMDConv ablation instead of being trained again.
+    """
+
+    name: str
+    layer: Callable[..., nn.Module]
+    label: str  # display name in figures and tables
+    color: str
+    marker: str
+    linestyle: str = "-"
+    options: Mapping[str, str] = field(default_factory=dict)
+    schedules: Optional[Callable[..., Dict[str, Schedule]]] = None
+    resnet_bias: bool = False  # whether a ResNet's block convolutions carry a bias
+    kernel_option: Optional[str] = None  # the option that counts its kernels (None: one kernel)
+
+    @property
+    def schedule_fields(self) -> Tuple[str, ...]:
+        """The config fields that :attr:`schedules` reads."""
+        return () if self.schedules is None else tuple(inspect.signature(self.schedules).parameters)
+
+    @property
+    def run_fields(self) -> Tuple[str, ...]:
+        """The config fields that change what a run of this convolution computes."""
+        return tuple(dict.fromkeys((*self.options.values(), *self.schedule_fields)))
+
+    def layer_options(self, config: Any) -> Dict[str, Any]:
+        """This layer's keyword options, read from ``config``'s fields."""
+        return {option: getattr(config, name) for option, name in self.options.items()}
+
+    def kernel_count(self, options: Mapping[str, Any]) -> int:
+        """How many kernels a layer built with ``options`` holds."""
+        if self.kernel_option is None:
+            return 1
+        default = inspect.signature(self.layer).parameters[self.kernel_option].default
+        return options.get(self.kernel_option, default)
+
+
+_FMD_OPTIONS = ("kernel_num", "preset", "kernel_temperature", "gate_temperature", "attentions")
+
+# The registry: adding a convolution is one entry here (and its class above).
+CONVS: Dict[str, ConvSpec] = {spec.name: spec for spec in (
+    ConvSpec("static", nn.Conv2d, "Static", "#4d4d4d", "o"),
+    ConvSpec("condconv", CondConv2d, "CondConv", "#1b9e77", "s",
+             options={"num_experts": "kernel_num"}, kernel_option="num_experts"),
+    ConvSpec("dyconv", DynamicConv2d, "DynamicConv", "#7570b3", "^", "--",
+             options={"kernel_num": "kernel_num"}, kernel_option="kernel_num",
+             schedules=dyconv_schedules),
+    ConvSpec("odconv", ODConv2d, "ODConv", "#d95f02", "D", ":",
+             options={"kernel_num": "kernel_num"}, kernel_option="kernel_num",
+             schedules=odconv_schedules),
+    # The official FMDConv mixes K biases inside its blocks (its 45.20M parameters count them);
+    # every other conv follows torchvision: no bias in front of a BatchNorm.
+    ConvSpec("fmdconv", FMDConv2d, "FMDConv", "#e7298a", "v",
+             options={name: name for name in _FMD_OPTIONS}, kernel_option="kernel_num",
+             schedules=fmdconv_schedules, resnet_bias=True),
+)}
+
+
+def conv_spec(name: str) -> ConvSpec:
+    """The registry entry of a convolution, or a clear error naming the registered ones."""
+    if name not in CONVS:
+        raise ValueError(f"unknown conv {name!r}; choose one of {tuple(CONVS)}")
+    return CONVS[name]
+
+
+def default_schedules(conv: str, **fields: Any) -> Dict[str, Schedule]:
+    """The reference temperature schedule of ``conv`` per role (``{}``: no temperature).
+
+    ``fields`` are config fields by name (``preset``, ``kernel_temperature``, ``gate_temperature``,
+    ``anneal_epochs``); each conv reads those its schedule needs (see :mod:`fmd.temperature`).
+    """
+    spec = conv_spec(conv)
+    known = {name for s in CONVS.values() for name in s.schedule_fields}
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"unknown schedule field(s) {sorted(unknown)}; accepted: {sorted(known)}")
+    if spec.schedules is None:
+        return {}
+    return spec.schedules(**{k: v for k, v in fields.items() if k in spec.schedule_fields})
 
 
 def make_conv(name: str, in_channels: int, out_channels: int, kernel_size: IntPair,
@@ -780,13 +861,12 @@ def make_conv(name: str, in_channels: int, out_channels: int, kernel_size: IntPa
 
     ``bias=None`` keeps the layer's own default (a bias everywhere except ODConv, as upstream).
     """
-    if name not in CONV_REGISTRY:
-        raise ValueError(f"unknown conv {name!r}; choose one of {sorted(CONV_REGISTRY)}")
-    if name == "static":
+    spec = conv_spec(name)
+    if spec.layer is nn.Conv2d:
         if options:
             raise ValueError(f"the static conv takes no options, got {sorted(options)}")
         check_conv_args(in_channels, out_channels, groups)
     if bias is not None:
         options["bias"] = bias
-    return CONV_REGISTRY[name](in_channels, out_channels, kernel_size, stride, padding, dilation,
-                               groups, **options)
+    return spec.layer(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                      **options)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Type, Union
 import torch
 from torch import Tensor, nn
 
-from .conv import CONV_REGISTRY, make_conv
+from .conv import conv_spec, make_conv
 
 STEMS = ("imagenet", "cifar")
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
@@ -73,16 +73,19 @@ def _downsample(in_planes: int, out_planes: int, stride: int) -> Optional[nn.Mod
 
 
 class ResNet(nn.Module):
-    """A ResNet whose block convolutions are ``conv`` (a name in ``fmd.conv.CONV_REGISTRY``)."""
+    """A ResNet whose block convolutions are ``conv`` (a name in ``fmd.conv.CONVS``).
+
+    Keyword arguments beyond the backbone's own go to every block convolution, as timm does:
+    ``ResNet(18, conv="fmdconv", kernel_num=4, preset="official")``.
+    """
 
     def __init__(self, depth: int = 18, conv: str = "static", num_classes: int = 1000,
                  stem: str = "imagenet", width: int = 64, in_channels: int = 3,
-                 conv_options: Optional[Dict[str, Any]] = None) -> None:
+                 **conv_options: Any) -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
-        if conv not in CONV_REGISTRY:
-            raise ValueError(f"unknown conv {conv!r}; choose one of {sorted(CONV_REGISTRY)}")
+        spec = conv_spec(conv)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         for name, value in (("num_classes", num_classes), ("width", width),
@@ -90,10 +93,7 @@ class ResNet(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.depth, self.conv, self.stem_kind = depth, conv, stem
-        conv_options = dict(conv_options or {})
-        # The official FMDConv mixes K biases inside its blocks (its 45.20M parameters count them);
-        # every other conv follows torchvision: no bias in front of a BatchNorm.
-        conv_options["bias"] = conv_options.get("bias", conv == "fmdconv")
+        conv_options.setdefault("bias", spec.resnet_bias)
         block_kind, layers = DEPTHS[depth]
         block: Type[Union[BasicBlock, Bottleneck]] = BasicBlock if block_kind == "basic" else Bottleneck
         if stem == "imagenet":

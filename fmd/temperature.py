@@ -93,35 +93,34 @@ def set_temperature(model: nn.Module, value: Optional[float] = None, *,
     return count
 
 
-def default_schedules(conv: str, *, preset: str = "official", kernel_temperature: float = 34.0,
+def dyconv_schedules(anneal_epochs: float = 10.0) -> Dict[str, Schedule]:
+    """DynamicConv's paper: the kernel temperature 30 → 1 over ``anneal_epochs``."""
+    return {"kernel": LinearAnneal(30.0, 1.0, anneal_epochs)}
+
+
+def odconv_schedules(anneal_epochs: float = 10.0) -> Dict[str, Schedule]:
+    """ODConv: one temperature for all four heads, 30 → 1 over ``anneal_epochs``."""
+    anneal = LinearAnneal(30.0, 1.0, anneal_epochs)
+    return {"kernel": anneal, "gate": anneal}
+
+
+def fmdconv_schedules(preset: str = "official", kernel_temperature: float = 34.0,
                       gate_temperature: float = 30.0, anneal_epochs: float = 10.0,
                       ) -> Dict[str, Schedule]:
-    """The reference temperature schedule of each conv type, per role.
+    """FMDConv's schedules per role, as its preset says.
 
-    * ``dyconv`` — the DynamicConv paper: kernel 30 → 1 over ``anneal_epochs``;
-    * ``odconv`` — one temperature for all heads: 30 → 1 over ``anneal_epochs``;
-    * ``fmdconv`` / ``official`` — T_k constant at ``kernel_temperature`` (34), T_io
-      ``gate_temperature`` (30) → 1 over ``anneal_epochs``;
-    * ``fmdconv`` / ``paper`` — T_k degrades by 3 per epoch from ``kernel_temperature`` to 1
-      (the epoch clock scaled by ``anneal_epochs / 10``, so a short run compresses it too), T_io as above;
-    * ``static`` and ``condconv`` have no temperature.
+    * ``official`` — T_k constant at ``kernel_temperature`` (34), T_io ``gate_temperature`` (30) → 1
+      over ``anneal_epochs``;
+    * ``paper`` — T_k degrades by 3 per epoch from ``kernel_temperature`` to 1 (the epoch clock
+      scaled by ``anneal_epochs / 10``, so a short run compresses it too), T_io as above.
     """
-    anneal = LinearAnneal(30.0, 1.0, anneal_epochs)
-    if conv in ("static", "condconv"):
-        return {}
-    if conv == "dyconv":
-        return {"kernel": anneal}
-    if conv == "odconv":
-        return {"kernel": anneal, "gate": anneal}
-    if conv == "fmdconv":
-        gates = LinearAnneal(gate_temperature, 1.0, anneal_epochs)
-        if preset == "official":
-            return {"kernel": Constant(kernel_temperature), "gate": gates}
-        if preset == "paper":
-            check_paper_kernel_temperature(kernel_temperature)  # named as the caller gave it
-            return {"kernel": StepDecay(kernel_temperature, 3.0, anneal_epochs / 10.0), "gate": gates}
-        raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
-    raise ValueError(f"unknown conv {conv!r}")
+    gates = LinearAnneal(gate_temperature, 1.0, anneal_epochs)
+    if preset == "official":
+        return {"kernel": Constant(kernel_temperature), "gate": gates}
+    if preset == "paper":
+        check_paper_kernel_temperature(kernel_temperature)  # named as the caller gave it
+        return {"kernel": StepDecay(kernel_temperature, 3.0, anneal_epochs / 10.0), "gate": gates}
+    raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
 
 
 def apply_schedules(model: nn.Module, schedules: Dict[str, Schedule], epoch: float) -> Dict[str, float]:

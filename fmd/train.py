@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import runs
-from .conv import CONV_REGISTRY, FMD_ATTENTIONS, FMD_PRESETS
+from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, BatchLoader, get_datasets, make_loaders
 from .metrics import speed_accuracy, topk_correct
 from .models import DEPTHS, STEMS, ResNet
-from .temperature import apply_schedules, default_schedules
+from .temperature import apply_schedules
 
 PathLike = Union[str, Path]
 Name = TypeVar("Name", bound=Hashable)
@@ -52,17 +52,9 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-# Which knobs each conv reads; the others do not change the run, so they stay out of its key
-# (a static baseline is shared by every FMDConv ablation instead of being trained again).
-_CONV_FIELDS = {
-    "static": (),
-    "condconv": ("kernel_num",),
-    "dyconv": ("kernel_num", "anneal_epochs"),
-    "odconv": ("kernel_num", "anneal_epochs"),
-    "fmdconv": ("kernel_num", "preset", "kernel_temperature", "gate_temperature", "attentions",
-                "anneal_epochs"),
-}
-_ALL_CONV_FIELDS = {f for fields in _CONV_FIELDS.values() for f in fields}
+# The knobs some conv reads (fmd.conv.ConvSpec.run_fields); those a run's conv does not read stay
+# out of its key, so a static baseline is shared by every FMDConv ablation.
+_ALL_CONV_FIELDS = {f for spec in CONVS.values() for f in spec.run_fields}
 
 
 @dataclass
@@ -110,7 +102,7 @@ class TrainConfig:
 
     def _validate(self) -> None:
         choices = {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS,
-                   "transform": TRANSFORMS, "conv": tuple(CONV_REGISTRY), "stem": STEMS,
+                   "transform": TRANSFORMS, "conv": tuple(CONVS), "stem": STEMS,
                    "preset": FMD_PRESETS, "lr_schedule": LR_SCHEDULES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -149,7 +141,7 @@ class TrainConfig:
     def identity(self) -> Dict[str, Any]:
         """The fields that decide what the run computes: the basis of its key."""
         kept = self.to_dict()
-        for name in _ALL_CONV_FIELDS - set(_CONV_FIELDS[self.conv]):
+        for name in _ALL_CONV_FIELDS - set(CONVS[self.conv].run_fields):
             kept.pop(name)
         if self.lr_schedule == "cosine":
             kept.pop("milestones"), kept.pop("gamma")
@@ -159,24 +151,15 @@ class TrainConfig:
         """The run's key (see :func:`fmd.runs.config_key`)."""
         return runs.config_key(self.identity())
 
-    def conv_options(self) -> Optional[Dict[str, Any]]:
+    def conv_options(self) -> Dict[str, Any]:
         """Options for each dynamic layer of the model."""
-        if self.conv == "static":
-            return None
-        if self.conv == "condconv":
-            return {"num_experts": self.kernel_num}
-        if self.conv == "fmdconv":
-            return {"kernel_num": self.kernel_num, "preset": self.preset,
-                    "kernel_temperature": self.kernel_temperature,
-                    "gate_temperature": self.gate_temperature, "attentions": self.attentions}
-        return {"kernel_num": self.kernel_num}
+        return CONVS[self.conv].layer_options(self)
 
     def schedules(self) -> Dict[str, Callable[[float], float]]:
         """The temperature schedule of each role for this conv."""
-        return default_schedules(self.conv, preset=self.preset,
-                                 kernel_temperature=self.kernel_temperature,
-                                 gate_temperature=self.gate_temperature,
-                                 anneal_epochs=self.anneal_epochs)
+        spec = CONVS[self.conv]
+        return default_schedules(self.conv, **{name: getattr(self, name)
+                                               for name in spec.schedule_fields})
 
 
 def _require(name: str, ok: bool, what: str) -> None:
@@ -274,7 +257,7 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> ResN
     """The ResNet that ``config`` describes, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
     return ResNet(config.depth, conv=config.conv, num_classes=num_classes, stem=config.stem,
-                  width=config.width, in_channels=in_channels, conv_options=config.conv_options())
+                  width=config.width, in_channels=in_channels, **config.conv_options())
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,9 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import fmd
 import fmd.conv as conv_module
 from fmd.attention import Attention
-from fmd.conv import (CONV_REGISTRY, CondConv2d, DynamicConv2d, FMDConv2d, ODConv2d, Geometry,
+from fmd.conv import (CONVS, CondConv2d, DynamicConv2d, FMDConv2d, ODConv2d, Geometry,
                       applicable_strategies, dynamic_conv2d, make_conv)
 
 DYNAMIC = ["condconv", "dyconv", "odconv", "fmdconv"]
@@ -263,8 +264,45 @@ def test_output_size_of_string_paddings():
         assert _output_size(x, w, Geometry((1, 1), padding, (1, 1), 1)) == tuple(expected)
 
 
-def test_registry_names():
-    assert sorted(CONV_REGISTRY) == ["condconv", "dyconv", "fmdconv", "odconv", "static"]
+@pytest.mark.parametrize("name", list(CONVS))
+def test_each_registry_entry_builds_what_it_describes(name):
+    spec = CONVS[name]
+    layer = make_conv(name, 8, 16, 3, padding=1)
+    assert isinstance(layer, spec.layer)
+    kernels = layer.weight.shape[0] if layer.weight.dim() == 5 else 1
+    assert kernels == spec.kernel_count({})
+    if spec.kernel_option is not None:
+        assert make_conv(name, 8, 16, 3, **{spec.kernel_option: 3}).weight.shape[0] == 3
+        assert spec.kernel_count({spec.kernel_option: 3}) == 3
+    block = fmd.resnet18(conv=name, width=8, num_classes=10).layer1[0].conv1
+    assert isinstance(block, spec.layer) and (block.bias is not None) == spec.resnet_bias
+    roles = set(fmd.default_schedules(name))
+    assert roles <= {"kernel", "gate"} and bool(roles) == (spec.schedules is not None)
+
+
+def test_run_fields_derive_from_layer_options_and_schedules():
+    assert CONVS["static"].run_fields == ()
+    assert CONVS["condconv"].run_fields == ("kernel_num",)
+    assert CONVS["odconv"].run_fields == ("kernel_num", "anneal_epochs")
+    assert CONVS["fmdconv"].run_fields == ("kernel_num", "preset", "kernel_temperature",
+                                           "gate_temperature", "attentions", "anneal_epochs")
+
+
+def test_backbones_take_conv_options_directly():
+    model = fmd.resnet18(conv="fmdconv", kernel_num=2, preset="paper", kernel_temperature=31)
+    layer = model.layer2[0].conv2
+    assert layer.kernel_num == 2 and layer.preset == "paper"
+    with pytest.raises(TypeError, match="kernel_num"):
+        fmd.resnet18(conv="condconv", kernel_num=2)  # CondConv counts experts: num_experts
+    with pytest.raises(ValueError, match="static conv takes no options"):
+        fmd.resnet18(conv="static", kernel_num=2)
+
+
+def test_default_schedules_refuse_unknown_fields_and_convs():
+    with pytest.raises(ValueError, match="unknown schedule field"):
+        fmd.default_schedules("fmdconv", kernel_temp=30)
+    with pytest.raises(ValueError, match="unknown conv 'deform'"):
+        fmd.default_schedules("deform")
 
 
 def test_odconv_skips_heads_like_the_official_code():

@@ -13,14 +13,14 @@ def millions(model):
 
 def test_resnet18_parameter_counts_match_the_published_ones():
     assert millions(resnet18()) == 11.69
-    assert millions(resnet18(conv="odconv", conv_options={"kernel_num": 1})) == 11.94
-    assert millions(resnet18(conv="odconv", conv_options={"kernel_num": 4})) == 44.90
-    assert millions(resnet18(conv="fmdconv", conv_options={"kernel_num": 4, "preset": "official"})) == 45.20
+    assert millions(resnet18(conv="odconv", kernel_num=1)) == 11.94
+    assert millions(resnet18(conv="odconv", kernel_num=4)) == 44.90
+    assert millions(resnet18(conv="fmdconv", kernel_num=4, preset="official")) == 45.20
 
 
 def test_resnet50_odconv_parameter_counts_match_the_odconv_readme():
     assert millions(resnet50()) == 25.56
-    assert millions(resnet50(conv="odconv", conv_options={"kernel_num": 1})) == 28.64
+    assert millions(resnet50(conv="odconv", kernel_num=1)) == 28.64
     assert millions(resnet50(conv="odconv")) == 90.67
 
 

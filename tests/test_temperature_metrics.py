@@ -7,8 +7,8 @@ import torch
 from fmd.metrics import (accuracy, inverse_efficiency_score, rate_correct_score, speed_accuracy,
                          topk_correct)
 from fmd.models import resnet18
-from fmd.temperature import (Constant, LinearAnneal, StepDecay, apply_schedules, default_schedules,
-                             set_temperature)
+from fmd.conv import default_schedules
+from fmd.temperature import Constant, LinearAnneal, StepDecay, apply_schedules, set_temperature
 
 
 def test_linear_anneal_30_to_1_over_10_epochs_per_iteration():

@@ -323,3 +323,12 @@ def test_train_all_with_checkpoints_retrains_runs_whose_weights_are_missing(tmp_
     assert metrics(again) == metrics(record)
     train_module.train_all({"a": config}, tmp_path, verbose=False, checkpoints=True)
     assert calls == [False, True, False]  # weights present: nothing is trained
+
+
+def test_every_committed_record_keeps_its_run_key():
+    from fmd.runs import RUNS_ROOT, list_records, run_name
+    records = list_records(RUNS_ROOT)
+    assert len(records) >= 25
+    for record in records:
+        config = TrainConfig.from_dict(record["config"])
+        assert config.key() == record["key"] and run_name(config.identity()) == record["name"]

@@ -19,15 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..bench import git_commit  # noqa: E402
+from ..conv import CONVS  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 FIGURES = REPO_ROOT / "figures"
 # The smoke profile (tests, CI) must not overwrite the committed figures of a real run.
 SMOKE_FIGURES = REPO_ROOT / "build" / "smoke-figures"
-PALETTE = {"static": "#4d4d4d", "condconv": "#1b9e77", "dyconv": "#7570b3", "odconv": "#d95f02",
-           "fmdconv": "#e7298a"}
-CONV_LABELS = {"static": "Static", "condconv": "CondConv", "dyconv": "DynamicConv",
-               "odconv": "ODConv", "fmdconv": "FMDConv"}
 
 
 def use_style() -> None:
@@ -120,9 +117,9 @@ def save_table(rows: Sequence[Mapping[str, object]], name: str, *, profile: str,
 
 def conv_color(conv: str) -> str:
     """The colour of a conv type, the same in every figure."""
-    return PALETTE.get(conv, "#377eb8")
+    return CONVS[conv].color if conv in CONVS else "#377eb8"
 
 
 def label(conv: str) -> str:
     """The display name of a conv type."""
-    return CONV_LABELS.get(conv, conv)
+    return CONVS[conv].label if conv in CONVS else conv

@@ -17,10 +17,9 @@ from . import conv_color, label, use_style
 from .. import reference
 from ..attention import iter_tempered
 from ..complexity import count_macs, count_params, dynamic_layer_macs, flop_counter_macs
-from ..conv import (CONV_REGISTRY, DynamicConv2d, DynamicConv2dBase, FMDConv2d, ODConv2d,
+from ..conv import (CONVS, default_schedules, DynamicConv2d, DynamicConv2dBase, FMDConv2d, ODConv2d,
                     make_conv)
 from ..models import Bottleneck, ResNet
-from ..temperature import default_schedules
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
 
@@ -47,13 +46,6 @@ def family_configs(kernel_num: int = 4, condconv_experts: int = 8) -> Dict[str, 
     }
 
 
-def _kernel_count(conv: str, options: Mapping[str, Any]) -> int:
-    if conv == "static":
-        return 1
-    name = "num_experts" if conv == "condconv" else "kernel_num"
-    return options.get(name, inspect.signature(CONV_REGISTRY[conv]).parameters[name].default)
-
-
 # ---------------------------------------------------------------------------------------------
 # What each layer attends to
 
@@ -73,7 +65,7 @@ def attention_rows(configs: Mapping[str, Config], channels: int = 64, kernel_siz
     for name, (conv, options) in configs.items():
         layer = make_conv(conv, channels, channels, kernel_size, 1, kernel_size // 2, bias=False,
                           **options)
-        row: Dict[str, Any] = {"conv": name, "K": _kernel_count(conv, options)}
+        row: Dict[str, Any] = {"conv": name, "K": CONVS[conv].kernel_count(options)}
         if isinstance(layer, DynamicConv2dBase):
             layer.eval()
             with torch.no_grad():
@@ -147,7 +139,7 @@ def build(arch: str, config: Config, setting: str, device: str = "meta") -> ResN
     stem, _, classes = SETTINGS[setting]
     with torch.device(device):
         return ResNet(int(arch.removeprefix("resnet")), conv=conv, num_classes=classes, stem=stem,
-                      conv_options=options)
+                      **options)
 
 
 def complexity_rows(configs: Mapping[str, Config], archs: Sequence[str] = ("resnet18", "resnet50"),

@@ -72,7 +72,7 @@ def strategy_rows(configs: Mapping[str, Config], batches: Sequence[int] = (1, 12
     shapes: Dict[str, str] = {}
     for name, (conv, options) in configs.items():
         with torch.device("meta"):
-            model = ResNet(depth, conv, num_classes, stem, width, conv_options=options)
+            model = ResNet(depth, conv, num_classes, stem, width, **options)
         model.train(train)
         picks[name] = {}
         for batch in batches:

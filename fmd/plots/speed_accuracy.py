@@ -76,7 +76,7 @@ def branch_rows(configs: Mapping[str, TrainConfig], channels: int = 16) -> List[
                                "attentions": "—" if config.conv == "static"
                                else ", ".join(config.attentions) or "(none)"}
         options = config.conv_options()
-        if options is None:
+        if config.conv == "static":
             row.update({"branches": "—", "kernels": 1, "kernel mix": "—"})
         else:
             layer = FMDConv2d(channels, channels, 3, 1, 1, **options)

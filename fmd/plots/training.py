@@ -13,13 +13,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import conv_color, label, use_style
+from ..conv import CONVS as CONV_SPECS
 from ..profiles import main_config, runs_root
 from ..train import Name, TrainConfig, train_all
 
 Record = Dict[str, Any]
-CONVS = ("static", "condconv", "dyconv", "odconv", "fmdconv")
-_STYLES = {"static": "-", "condconv": "-", "dyconv": "--", "odconv": ":", "fmdconv": "-"}
-_MARKERS = {"static": "o", "condconv": "s", "dyconv": "^", "odconv": "D", "fmdconv": "v"}
+CONVS = tuple(CONV_SPECS)
 # Record markers of runs with the same temperatures lie on top of each other: nest them by size.
 _MARKER_SIZES = {"dyconv": 11, "odconv": 8, "fmdconv": 5.5}
 _LINE_WIDTHS = {"dyconv": 4.0, "odconv": 2.6, "fmdconv": 1.6}
@@ -117,7 +116,7 @@ def learning_curves_figure(records: Mapping[str, Mapping[str, Any]], dataset: st
     for r in records.values():
         conv = r["config"]["conv"]
         epochs = [h["epoch"] for h in r["history"]]
-        style = dict(color=conv_color(conv), ls=_STYLES.get(conv, "-"), marker=_MARKERS.get(conv, "o"),
+        style = dict(color=conv_color(conv), ls=CONV_SPECS[conv].linestyle, marker=CONV_SPECS[conv].marker,
                      ms=5, lw=1.8, label=label(conv))
         acc_ax.plot(epochs, [h["test_top1"] for h in r["history"]], **style)
         loss_ax.plot(epochs, [h["train_loss"] for h in r["history"]], **style)
@@ -152,14 +151,14 @@ def temperature_figure(records: Mapping[str, Mapping[str, Any]], points: int = 8
         for ax, role in zip(axes, _ROLES):
             if role not in schedules:
                 continue
-            color, style = conv_color(config.conv), _STYLES.get(config.conv, "-")
+            color, style = conv_color(config.conv), CONV_SPECS[config.conv].linestyle
             ax.plot(grid, [schedules[role](e) for e in grid], color=color, ls=style,
                     lw=_LINE_WIDTHS.get(config.conv, 2),
                     label=f"{label(config.conv)}: {type(schedules[role]).__name__}")
             stored = [(h["epoch"], h["temperatures"][role]) for h in r["history"]
                       if role in h.get("temperatures", {})]
             if stored:
-                ax.plot(*zip(*stored), ls="none", marker=_MARKERS.get(config.conv, "o"),
+                ax.plot(*zip(*stored), ls="none", marker=CONV_SPECS[config.conv].marker,
                         ms=_MARKER_SIZES.get(config.conv, 6),
                         mfc="white", mec=color, mew=1.5)
     epochs = max(len(r["history"]) for r in records.values())
