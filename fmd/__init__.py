@@ -1,8 +1,9 @@
 """fmd: dynamic convolution (FMDConv and its baselines) for image classification."""
 from . import runs
 from .attention import Attention
-from .conv import (CONVS, STRATEGIES, CondConv2d, ConvSpec, DynamicConv2d, DynamicConv2dBase,
-                   FMDConv2d, ODConv2d, conv_spec, default_schedules, dynamic_conv2d, make_conv)
+from .conv import (CONVS, CondConv2d, ConvSpec, DynamicConv2d, DynamicConv2dBase, FMDConv2d,
+                   ODConv2d, conv_spec, default_schedules, make_conv)
+from .engine import STRATEGIES, dynamic_conv2d
 from .models import ResNet, resnet18, resnet34, resnet50, resnet101
 from .temperature import Constant, LinearAnneal, StepDecay, apply_schedules, set_temperature
 

@@ -30,7 +30,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
-from .conv import CONVS as CONV_SPECS, STRATEGIES, DynamicConv2dBase, mix_kernels
+from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
+from .engine import STRATEGIES, mix_kernels_reusing
 from .models import ResNet
 from .runs import CODE_PATHSPEC
 
@@ -242,7 +243,7 @@ def _attend_all(seen: List[tuple]) -> None:
 
 def _mix_all(mixes: List[tuple]) -> None:
     for weight, att in mixes:
-        mix_kernels(weight, att.kernel, att.spatial)
+        mix_kernels_reusing(weight, att.kernel, att.spatial)
 
 
 def _read_all(weights: List[torch.Tensor]) -> None:
@@ -257,7 +258,7 @@ def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: 
     In one process, in interleaved rounds (median of round medians), times the static network, the
     dynamic one, and two pieces of the dynamic one run on their own over every dynamic layer in
     order, on the inputs each layer saw in a forward: its attention branches (``attend``) and its
-    kernel mix (:func:`fmd.conv.mix_kernels`, as the batch-1 path calls it). What remains is the
+    kernel mix (:func:`fmd.engine.mix_kernels_reusing`, as the batch-1 path computes it). What remains is the
     rest of the engine (gates, biases, reshapes) and any difference in the convolutions. A read of
     every bank (a sum) gives the floor set by memory: no exact mix reads fewer bytes.
     """

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fmd import bench
-from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, choose_strategy, make_conv
+from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, make_conv
+from fmd.engine import choose_strategy
 from fmd.models import ResNet, resnet18
 
 
@@ -22,11 +23,11 @@ def test_auto_picks_by_batch_and_map_size():
     used = strategies_used(model)
     # 32×32 and 16×16 maps mix a kernel per sample; 8×8 maps run K kernels as one convolution;
     # 4×4 maps as one im2col matmul.
-    assert used == ["grouped"] * 8 + ["parallel"] * 4 + ["unfold"] * 4
+    assert used == ["grouped"] * 8 + ["kfold_conv"] * 4 + ["kfold_im2col"] * 4
     odconv = resnet18(conv="odconv", stem="cifar", width=8, num_classes=10).eval()
     with torch.no_grad():
         odconv(torch.randn(4, 3, 32, 32))
-    assert strategies_used(odconv)[-1] == "unfold"  # spatial attention rules out "parallel"
+    assert strategies_used(odconv)[-1] == "kfold_im2col"  # spatial attention rules out "kfold_conv"
 
 
 def test_auto_picks_batched_matmul_for_large_kernels_on_small_maps():
@@ -38,14 +39,14 @@ def test_auto_picks_batched_matmul_for_large_kernels_on_small_maps():
             return choose_strategy(x, layer.weight, layer.attend(x), layer.geometry)
 
     assert pick(128, 128, 16) == "grouped"  # 256 output positions
-    assert pick(128, 256, 16, 2) == "batched"  # 8×8 out, 1.2 MB kernel, 4.7 MB bank
-    assert pick(256, 256, 8) == "batched"  # 2.4 MB kernel, 9.4 MB bank
-    assert pick(512, 512, 4) == "unfold"  # a 38 MB bank would be read again for every chunk
-    assert pick(64, 64, 8) == "parallel"  # 147 kB kernel: per-sample matmuls too small
+    assert pick(128, 256, 16, 2) == "sample_im2col"  # 8×8 out, 1.2 MB kernel, 4.7 MB bank
+    assert pick(256, 256, 8) == "sample_im2col"  # 2.4 MB kernel, 9.4 MB bank
+    assert pick(512, 512, 4) == "kfold_im2col"  # a 38 MB bank would be read again for every chunk
+    assert pick(64, 64, 8) == "kfold_conv"  # 147 kB kernel: per-sample matmuls too small
 
 
 def test_batched_training_keeps_neither_kernels_nor_columns_for_backward():
-    layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="batched").train()
+    layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="sample_im2col").train()
     x = torch.randn(8, 16, 6, 6, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
@@ -61,14 +62,14 @@ def test_forced_strategies_agree_on_a_whole_network():
     x = torch.randn(3, 3, 32, 32)
     outputs = {}
     with torch.no_grad():
-        for strategy in ("grouped", "parallel", "unfold", "batched"):
+        for strategy in ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col"):
             for m in model.modules():
                 if isinstance(m, DynamicConv2dBase):
                     m.strategy = strategy
             outputs[strategy] = model(x)
-    torch.testing.assert_close(outputs["parallel"], outputs["grouped"], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(outputs["unfold"], outputs["grouped"], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(outputs["batched"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["kfold_conv"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["kfold_im2col"], outputs["grouped"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["sample_im2col"], outputs["grouped"], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_one_inference_reuses_the_mix_buffer_without_leaking_state():
@@ -132,7 +133,7 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     # A worker that fails says which conv and passes on its error.
     with pytest.raises(RuntimeError, match="benchmark of odconv on r18w16-cifar-b1-infer failed"
                        "(.|\n)*cannot compute this layer"):
-        bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="parallel", repeats=1, threads=1,
+        bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="kfold_conv", repeats=1, threads=1,
                   out_dir=tmp_path)
 
 
@@ -162,20 +163,20 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
 
 
 def test_odconv_refuses_parallel_but_computes_with_unfold():
-    layer = ODConv2d(4, 4, 3, 1, 1, strategy="unfold").eval()
+    layer = ODConv2d(4, 4, 3, 1, 1, strategy="kfold_im2col").eval()
     with torch.no_grad():
         y = layer(torch.randn(2, 4, 6, 6))
-    assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "unfold"
+    assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "kfold_im2col"
 
 
 def test_tuned_strategy_is_exact_cached_and_visible():
-    from fmd.conv import _TUNED
+    from fmd.engine import _TUNED
     layer = FMDConv2d(8, 8, 3, 1, 1, strategy="tune").train()
     x = torch.randn(4, 8, 6, 6)
     before = len(_TUNED)
     y = layer(x)
     chosen = layer.last_strategy
-    assert chosen in ("grouped", "parallel", "unfold", "batched") and len(_TUNED) == before + 1
+    assert chosen in ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col") and len(_TUNED) == before + 1
     layer(x)
     assert len(_TUNED) == before + 1 and layer.last_strategy == chosen  # cached per shape
     layer.strategy = "grouped"

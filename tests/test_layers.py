@@ -5,10 +5,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import fmd
-import fmd.conv as conv_module
+import fmd.engine as engine_module
 from fmd.attention import Attention
-from fmd.conv import (CONVS, CondConv2d, DynamicConv2d, FMDConv2d, ODConv2d, Geometry,
-                      applicable_strategies, dynamic_conv2d, make_conv)
+from fmd.conv import CONVS, CondConv2d, DynamicConv2d, FMDConv2d, ODConv2d, make_conv
+from fmd.engine import Geometry, applicable_strategies, dynamic_conv2d
 
 DYNAMIC = ["condconv", "dyconv", "odconv", "fmdconv"]
 
@@ -55,8 +55,8 @@ def test_every_strategy_matches_reference_outputs_and_gradients(groups, stride, 
     leaves = [x, weight, bias] + [a for a in att if a is not None]
     expected_grads = torch.autograd.grad(expected, leaves, grad_out)
     strategies = applicable_strategies(att, geo)
-    assert "grouped" in strategies and ("parallel" in strategies) == (not spatial)
-    assert ("unfold" in strategies) == ("batched" in strategies) == (groups == 1)
+    assert "grouped" in strategies and ("kfold_conv" in strategies) == (not spatial)
+    assert ("kfold_im2col" in strategies) == ("sample_im2col" in strategies) == (groups == 1)
     for strategy in strategies:
         out = dynamic_conv2d(x, weight, bias, att, geo, strategy)
         torch.testing.assert_close(out, expected, msg=f"strategy {strategy}")
@@ -69,14 +69,14 @@ def test_batched_strategy_in_chunks_matches_reference(monkeypatch, chunk):
     # Chunks of 1 and 2 samples over a batch of 5 (the last chunk is short), every attention on.
     B, C, O, K, k = 5, 4, 6, 3, 3
     weight = torch.randn(K, O, C, k, k, dtype=torch.double, requires_grad=True)
-    monkeypatch.setattr(conv_module, "BATCHED_CHUNK_BYTES", chunk * weight[0].numel() * 8)
+    monkeypatch.setattr(engine_module, "SAMPLE_IM2COL_CHUNK_BYTES", chunk * weight[0].numel() * 8)
     x = torch.randn(B, C, 9, 9, dtype=torch.double, requires_grad=True)
     bias = torch.randn(K, O, dtype=torch.double, requires_grad=True)
     att = Attention(*(a.requires_grad_() for a in random_attention(B, C, O, K, k)))
     geo = Geometry((2, 2), (1, 1), (1, 1), 1)
     leaves = [x, weight, bias, *att]
     expected = reference(x, weight, bias, att, stride=2)
-    out = dynamic_conv2d(x, weight, bias, att, geo, "batched")
+    out = dynamic_conv2d(x, weight, bias, att, geo, "sample_im2col")
     torch.testing.assert_close(out, expected)
     grad_out = torch.randn_like(out)
     for g, e in zip(torch.autograd.grad(out, leaves, grad_out),
@@ -96,7 +96,7 @@ def test_shared_strategy_without_per_sample_kernel_matches_reference():
 
 
 def test_forcing_an_inapplicable_strategy_is_refused():
-    layer = ODConv2d(4, 4, 3, 1, 1, strategy="parallel")
+    layer = ODConv2d(4, 4, 3, 1, 1, strategy="kfold_conv")
     with pytest.raises(ValueError, match="cannot compute this layer"):
         layer(torch.randn(2, 4, 5, 5))
 
@@ -115,7 +115,7 @@ def test_k1_with_attentions_off_equals_conv2d(name):
     # Every attention off: π ≡ 1 over the single kernel, no input/spatial/output scaling.
     layer.attend = lambda x: Attention(kernel=torch.ones(x.shape[0], 1))
     x = torch.randn(3, 6, 9, 9)
-    for strategy in ("grouped", "parallel", "unfold"):
+    for strategy in ("grouped", "kfold_conv", "kfold_im2col"):
         layer.strategy = strategy
         torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-5)
 
@@ -257,7 +257,7 @@ def test_make_conv_keeps_each_layer_s_own_bias_default():
 
 
 def test_output_size_of_string_paddings():
-    from fmd.conv import _output_size
+    from fmd.engine import _output_size
     x, w = torch.empty(1, 2, 12, 12), torch.empty(4, 3, 2, 3, 3)
     for padding in ("valid", "same"):
         expected = F.conv2d(x, w[0], padding=padding).shape[-2:]
@@ -322,7 +322,7 @@ def test_fmdconv_branch_widths_follow_the_official_code():
 
 
 def test_gates_fold_into_the_kernel_only_where_the_kernel_is_smaller_than_the_map():
-    from fmd.conv import _foldable_gates
+    from fmd.engine import _foldable_gates
 
     weight = torch.zeros(4, 16, 16, 3, 3)  # 2,304 weights per kernel
     att = Attention(input=torch.rand(2, 16), kernel=torch.rand(2, 4), spatial=None,
@@ -334,3 +334,23 @@ def test_gates_fold_into_the_kernel_only_where_the_kernel_is_smaller_than_the_ma
     assert _foldable_gates(large, weight, att, geo, False) == (False, False)  # no per-sample kernel
     strided = Geometry((4, 4), (1, 1), (1, 1), 1)  # 8×8 outputs of a 32×32 input
     assert _foldable_gates(large, weight, att, strided, True) == (True, False)
+
+
+def test_mix_kernels_returns_a_new_tensor_for_every_call_at_batch_1():
+    from fmd.engine import mix_kernels
+    weight = torch.randn(4, 8, 8, 3, 3)
+    pis = torch.softmax(torch.randn(4, 1, 4), -1)
+    with torch.no_grad():
+        one_at_a_time = [mix_kernels(weight, pi, None) for pi in pis]
+        together = mix_kernels(weight, pis[:, 0], None)
+    for b, mixed in enumerate(one_at_a_time):
+        torch.testing.assert_close(mixed[0], together[b])
+
+
+@pytest.mark.parametrize("old, new", [("parallel", "kfold_conv"), ("unfold", "kfold_im2col"),
+                                      ("batched", "sample_im2col")])
+def test_old_strategy_names_are_refused_with_the_new_name(old, new):
+    with pytest.raises(ValueError, match=f"strategy '{old}' was renamed '{new}'"):
+        FMDConv2d(4, 4, 3, strategy=old)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        FMDConv2d(4, 4, 3, strategy="fastest")
