@@ -11,8 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch/torchvision first, pinned to the builds this project is developed on
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	# every dependency and its pin comes from pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,notebooks]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)

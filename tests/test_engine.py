@@ -14,6 +14,19 @@ def strategies_used(model):
     return [m.last_strategy for m in model.modules() if isinstance(m, DynamicConv2dBase)]
 
 
+def assert_same_gradients(layer, x, out, strategy="kfold_conv"):
+    """Backward of ``out`` gives the gradients that ``strategy`` (plain autograd) gives."""
+    out.square().mean().backward()
+    found = layer.weight.grad.clone(), x.grad.clone()
+    layer.zero_grad()
+    x.grad = None
+    previous, layer.strategy = layer.strategy, strategy
+    layer(x).square().mean().backward()
+    layer.strategy = previous
+    torch.testing.assert_close(found[0], layer.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(found[1], x.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_auto_picks_by_batch_and_map_size():
     model = resnet18(conv="fmdconv", stem="cifar", width=8, num_classes=10).eval()
     with torch.no_grad():
@@ -53,8 +66,7 @@ def test_batched_training_keeps_neither_kernels_nor_columns_for_backward():
         out = layer(x)
     assert saved and max(saved) < 8 * layer.weight[0].numel(), saved
     assert max(saved) < 8 * 16 * 9 * 36  # the im2col columns are rebuilt too
-    out.square().mean().backward()
-    assert layer.weight.grad is not None and x.grad is not None
+    assert_same_gradients(layer, x, out)
 
 
 def test_forced_strategies_agree_on_a_whole_network():
@@ -190,8 +202,8 @@ def test_grouped_training_keeps_no_per_sample_kernels_for_backward():
         layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="grouped").train()
         x = torch.randn(8, 16, size, size, requires_grad=True)
         saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, seen=saved: seen.append(t.shape) or t,
+                                                      lambda t: t):
             out = layer(x)
         assert saved and all(s.numel() != 8 * layer.weight[0].numel() for s in saved), saved
-        out.square().mean().backward()
-        assert layer.weight.grad is not None and x.grad is not None
+        assert_same_gradients(layer, x, out)

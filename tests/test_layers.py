@@ -32,7 +32,8 @@ def reference(x, weight, bias, att: Attention, stride=1, padding=1, groups=1):
 
 
 def random_attention(B, C, O, K, k, spatial=True):
-    return Attention(input=torch.rand(B, C, dtype=torch.double), kernel=torch.rand(B, K, dtype=torch.double).softmax(1),
+    return Attention(input=torch.rand(B, C, dtype=torch.double),
+                     kernel=torch.rand(B, K, dtype=torch.double).softmax(1),
                      spatial=torch.rand(B, k, k, dtype=torch.double) if spatial else None,
                      output=torch.rand(B, O, dtype=torch.double))
 
