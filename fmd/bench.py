@@ -13,7 +13,6 @@ kernel mix, the attention branches and the rest, beside the floor of one read of
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from . import cli
 from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
 from .engine import STRATEGIES, mix_kernels_reusing
@@ -428,14 +428,19 @@ def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str,
         os.replace(tmp, path)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Command-line entry point."""
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
         name, conv, strategy, device, threads = argv[1:6]
         _serve(CASES[name], conv, strategy, device, int(threads))
-        return
-    parser = argparse.ArgumentParser(prog="python -m fmd.bench", description=__doc__)
+        return 0
+    return cli.run(_main, argv, faults=(RuntimeError,),
+                   on_interrupt="interrupted: no table was written (tables are written whole)")
+
+
+def _main(argv: List[str]) -> int:
+    parser = cli.Parser(prog="python -m fmd.bench", description=__doc__)
     parser.add_argument("--cases", nargs="+", default=None, choices=sorted(CASES),
                         help=f"default: {' '.join(DEFAULT_CASES)}; with --breakdown: "
                              f"{' '.join(BREAKDOWN_CASES)}")
@@ -443,27 +448,32 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
                         help="force one strategy in every dynamic layer (default: auto)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=10,
+    parser.add_argument("--repeats", type=cli.positive_int, default=10,
                         help="timed steps per conv, rounded up to a multiple of the 5 rounds")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=cli.positive_int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="folder for the table (figures/)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
-    parser.add_argument("--sessions", type=int, default=1,
+    parser.add_argument("--sessions", type=cli.positive_int, default=1,
                         help="repeat each case with fresh worker processes; report the median")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: split batch-1 CPU inference time into mix, attention and the "
                              "rest (breakdown_cpu<tag>.*)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of --breakdown")
+    parser.add_argument("--rounds", type=cli.positive_int, default=10,
+                        help="interleaved rounds of --breakdown")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here — use --device cpu")
+    cli.check_writable(args.out or REPO_ROOT / "figures")  # before the timing, not after
     if args.breakdown:
         if args.device != "cpu" or args.strategy != "auto":
             parser.error("--breakdown measures the CPU with the automatic strategy")
         convs = [c for c in args.convs if c != "static"]
         run_breakdown(args.cases or list(BREAKDOWN_CASES), convs, args.rounds, args.threads,
                       args.out, args.tag)
-        return
+        return 0
     run(args.cases or list(DEFAULT_CASES), args.convs, args.strategy, args.device, args.repeats,
         args.threads, args.out, args.tag, args.sessions)
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -64,6 +64,9 @@ class DynamicConv2dBase(nn.Module):
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"padding must be 'same', 'valid' or integers, got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1 (as nn.Conv2d), got stride "
+                                 f"{self.stride}; give the padding as integers instead")
             self.padding: Union[str, Tuple[int, int]] = padding
         else:
             self.padding = _pair(padding)
@@ -108,6 +111,10 @@ class DynamicConv2dBase(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {x.shape[1]} (input shape {tuple(x.shape)})")
+        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"{type(self).__name__} holds {self.weight.dtype} weights but got a "
+                             f"{x.dtype} input — convert one to the other (e.g. layer.to({x.dtype}) "
+                             f"or x.to({self.weight.dtype}))")
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -7,6 +7,7 @@ generator state is all a checkpoint needs to resume the data stream exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ PathLike = Union[str, Path]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO_ROOT / "data"
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
+# The channel counts each dataset can give (None: its own); the synthetic set draws any number.
+DATASET_CHANNELS: Dict[str, Optional[Tuple[int, ...]]] = {
+    "cifar10": (3,), "cifar100": (3,), "fashion_mnist": (1, 3), "synthetic": None}
 TRANSFORMS = ("cifar", "imagenet", "none")
 # Where the Debian package dataset-fashion-mnist installs the IDX files.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -97,8 +101,12 @@ def read_idx(path: PathLike) -> np.ndarray:
     """Read an IDX file (MNIST format, optionally gzipped) of unsigned bytes into an array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}) — "
+                         "delete it and copy or download it again") from error
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -159,8 +167,9 @@ def load_fashion_mnist(root: Optional[PathLike] = None, *, channels: int = 1, do
     if found is None and download:
         import torchvision
 
-        for train in (True, False):
-            torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+        with _downloading("fashion_mnist", root):
+            for train in (True, False):
+                torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
         found = _find_fashion_mnist((root / "FashionMNIST" / "raw",))
     if found is None:
         raise FileNotFoundError(
@@ -188,6 +197,16 @@ _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-pytho
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
+@contextlib.contextmanager
+def _downloading(name: str, root: Path) -> Iterator[None]:
+    """Turn a failed download (offline, a server error) into one clear error."""
+    try:
+        yield
+    except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+        raise FileNotFoundError(f"could not download {name} into {root} ({error}) — run where the "
+                                "internet is reachable, or copy the files there by hand") from error
+
+
 def load_cifar(name: str = "cifar10", root: Optional[PathLike] = None, *,
                download: bool = False) -> Tuple[ImageSet, ImageSet]:
     """CIFAR-10 or CIFAR-100 through torchvision, from ``root`` (default ``data/``)."""
@@ -200,7 +219,8 @@ def load_cifar(name: str = "cifar10", root: Optional[PathLike] = None, *,
     splits = []
     for train in (True, False):
         try:
-            ds = cls(str(root), train=train, download=download)
+            with _downloading(name, root) if download else contextlib.nullcontext():
+                ds = cls(str(root), train=train, download=download)
         except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
             raise FileNotFoundError(
                 f"{name} not found (or corrupt) under {root / _CIFAR_FOLDERS[name]}. Download the "
@@ -257,6 +277,14 @@ def make_synthetic(train_size: int = 1024, test_size: int = 256, *, num_classes:
             ImageSet("synthetic", "test", test_x, test_y, classes, mean, std))
 
 
+def check_channels(dataset: str, channels: Optional[int]) -> None:
+    """Refuse a channel count that ``dataset`` cannot give, naming those it can."""
+    allowed = DATASET_CHANNELS[dataset]
+    if channels is not None and allowed is not None and channels not in allowed:
+        raise ValueError(f"channels must be {' or '.join(map(str, allowed))} for {dataset}, "
+                         f"got {channels!r}")
+
+
 def get_datasets(name: str, root: Optional[PathLike] = None, *, train_subset: Optional[int] = None,
                  test_subset: Optional[int] = None, channels: Optional[int] = None,
                  download: bool = False, seed: int = 0) -> Tuple[ImageSet, ImageSet]:
@@ -267,14 +295,13 @@ def get_datasets(name: str, root: Optional[PathLike] = None, *, train_subset: Op
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    check_channels(name, channels)
     if name == "fashion_mnist":
         train, test = load_fashion_mnist(root, channels=1 if channels is None else channels,
                                          download=download)
     elif name == "synthetic":
         train, test = make_synthetic(channels=3 if channels is None else channels, seed=seed)
     else:
-        if channels not in (None, 3):
-            raise ValueError(f"channels must be 3 for {name}, got {channels!r}")
         train, test = load_cifar(name, root, download=download)
     return train.subset(train_subset, seed), test.subset(test_subset, seed)
 

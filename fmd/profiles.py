@@ -25,6 +25,7 @@ class Profile:
     bench_cases: Tuple[str, ...] = ()  # fmd.bench cases timed by chapter 7
     bench_repeats: int = 5
     gradcam_images: int = 8
+    download: bool = False  # whether training may download a missing dataset
 
 
 PROFILES = {
@@ -35,7 +36,7 @@ PROFILES = {
                      ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
     "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {},
                      ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer",
-                      "r50-cifar-b32-train"), 20, 8),
+                      "r50-cifar-b32-train"), 20, 8, download=True),
 }
 
 

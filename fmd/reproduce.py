@@ -9,16 +9,17 @@ cached by configuration (:mod:`fmd.runs`), so a second reproduce only recomputes
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import cli
+from .profiles import PROFILE_NAMES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
-PROFILES = ("smoke", "quick", "paper")
 VOLATILE_KEYS = ("papermill", "execution")
 
 
@@ -56,24 +57,39 @@ def run_notebook(path: Path, profile: str) -> float:
     try:
         papermill.execute_notebook(str(path), str(tmp), cwd=str(path.parent), kernel_name="python3",
                                    progress_bar=False, log_output=False)
-    except Exception:
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as error:  # papermill's execution error, or one of its own
         failed = path.with_name(path.stem + ".failed.ipynb")
         if tmp.exists():
             os.replace(tmp, failed)
-        print(f"  FAILED — the executed notebook is in {failed.name}", flush=True)
-        raise
+        what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', error)}"
+        raise RuntimeError(f"{path.name} failed ({what}); {path.name} is unchanged and the "
+                           f"executed copy is {failed}") from error
     strip_volatile(tmp)
     os.replace(tmp, path)
     return time.perf_counter() - start
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m fmd.reproduce", description=__doc__)
-    parser.add_argument("--profile", default=os.environ.get("FMD_PROFILE", "quick"), choices=PROFILES)
+    """Command-line entry point; returns the exit status."""
+    return cli.run(_main, argv, faults=(RuntimeError,), on_interrupt=(
+        "interrupted: the notebooks that ran to the end are saved, the one running is unchanged; "
+        "run the same command again (finished training runs are cached)"))
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    parser = cli.Parser(prog="python -m fmd.reproduce", description=__doc__)
+    parser.add_argument("--profile", default=os.environ.get("FMD_PROFILE", "quick"),
+                        choices=PROFILE_NAMES, help="default: $FMD_PROFILE, else quick")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
     args = parser.parse_args(argv)
+    if args.profile not in PROFILE_NAMES:  # argparse checks a given value, not its default
+        parser.error(f"unknown profile {args.profile!r} (from FMD_PROFILE); choose one of "
+                     f"{', '.join(PROFILE_NAMES)}")
     notebooks = find_notebooks(NOTEBOOKS, args.only)
+    cli.check_writable(NOTEBOOKS)
     total = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import runs
+from . import cli, runs
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
-from .data import DATASETS, TRANSFORMS, BatchLoader, get_datasets, make_loaders
+from .data import DATASETS, TRANSFORMS, BatchLoader, check_channels, get_datasets, make_loaders
 from .metrics import speed_accuracy, topk_correct
 from .models import DEPTHS, STEMS, ResNet
 from .temperature import apply_schedules
@@ -101,32 +101,37 @@ class TrainConfig:
         self.attentions = tuple(a for a in FMD_ATTENTIONS if a in self.attentions)
 
     def _validate(self) -> None:
-        choices = {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS,
-                   "transform": TRANSFORMS, "conv": tuple(CONVS), "stem": STEMS,
-                   "preset": FMD_PRESETS, "lr_schedule": LR_SCHEDULES}
-        for name, allowed in choices.items():
+        for name, allowed in _field_choices().items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
-        if self.depth not in DEPTHS:
-            raise ValueError(f"depth must be one of {tuple(DEPTHS)}, got {self.depth!r}")
         unknown = set(self.attentions) - set(FMD_ATTENTIONS)
         if unknown:
             raise ValueError(f"attentions must be a subset of {FMD_ATTENTIONS}, got {self.attentions}")
-        for name in ("width", "kernel_num", "epochs", "batch_size"):
-            _require(name, getattr(self, name) >= 1, "a positive integer")
-        for name in ("channels", "train_subset", "test_subset", "eval_batch_size", "threads"):
+        for name in ("width", "kernel_num", "epochs"):
+            self._require(name, getattr(self, name) >= 1, "a positive integer")
+        for name in ("channels", "test_subset", "eval_batch_size", "threads"):
             value = getattr(self, name)
-            _require(name, value is None or value >= 1, "a positive integer or None")
-        _require("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
-        _require("momentum", 0 <= self.momentum < 1, "in [0, 1)")
-        _require("weight_decay", self.weight_decay >= 0, "non-negative")
-        _require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
-        _require("anneal_epochs", self.anneal_epochs > 0, "positive")
-        _require("milestones", list(self.milestones) == sorted(set(self.milestones))
+            self._require(name, value is None or value >= 1, "a positive integer or None")
+        # A training batch of one image breaks BatchNorm (one value per channel on the last
+        # stage's 1×1 maps): refused here, before any work (the loader drops a short last batch).
+        self._require("batch_size", self.batch_size >= 2, "at least 2 (BatchNorm trains on batches)")
+        self._require("train_subset", self.train_subset is None or self.train_subset >= 2,
+                 "at least 2 images or None (BatchNorm trains on batches)")
+        check_channels(self.dataset, self.channels)
+        self._require("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
+        self._require("momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        self._require("weight_decay", self.weight_decay >= 0, "non-negative")
+        self._require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
+        self._require("anneal_epochs", self.anneal_epochs > 0, "positive")
+        self._require("milestones", list(self.milestones) == sorted(set(self.milestones))
                  and all(m >= 1 for m in self.milestones), "increasing positive epochs")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         self.schedules()  # a temperature schedule that cannot run is refused here, by name
+
+    def _require(self, name: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """The config as plain JSON-able values (tuples become lists)."""
@@ -162,9 +167,11 @@ class TrainConfig:
                                                for name in spec.schedule_fields})
 
 
-def _require(name: str, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {what}")
+def _field_choices() -> Dict[str, Tuple[Any, ...]]:
+    """The values a config field with a fixed set of values accepts."""
+    return {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS, "transform": TRANSFORMS,
+            "conv": tuple(CONVS), "depth": tuple(DEPTHS), "stem": STEMS, "preset": FMD_PRESETS,
+            "lr_schedule": LR_SCHEDULES}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -432,6 +439,18 @@ def load_checkpoint(path: PathLike, config: TrainConfig) -> Dict[str, Any]:
     return state
 
 
+def _read_checkpoint(path: Path, config: TrainConfig, strict: bool) -> Optional[Dict[str, Any]]:
+    """The run's checkpoint, or None where there is none (or, unless ``strict``, none usable)."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, config)
+    except CheckpointError:
+        if strict:
+            raise
+        return None
+
+
 def _rng_state() -> Dict[str, Any]:
     state: Dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -469,19 +488,22 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                                    or stop_after < 1):
         raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
     identity, key = config.identity(), config.key()
-    if not force:
-        record = runs.load_record(identity, runs_root)
-        if record is not None:
-            return record
     ckpt_path = checkpoint_path(config, runs_root)
-    state = None
-    if ckpt_path.exists():
-        if resume:
-            state = load_checkpoint(ckpt_path, config)
-        elif not force:
-            raise CheckpointError(f"an unfinished run of this config has a checkpoint at {ckpt_path}; "
-                                  "pass resume=True (--resume) to continue it or force=True "
-                                  "(--force) to start over")
+    record = None if force else runs.load_record(identity, runs_root)
+    # A checkpoint that cannot be used stops a run that has nothing else, unless it is forced to
+    # start over; beside a finished record it is ignored (load_trained reports it if asked).
+    state = _read_checkpoint(ckpt_path, config, strict=record is None and not force)
+    unfinished = state is not None and state["epoch"] < config.epochs
+    if record is not None and not unfinished:
+        return record
+    if state is not None and not resume:
+        if not force:
+            raise CheckpointError(f"an unfinished run of this config has a checkpoint at {ckpt_path} "
+                                  f"(epoch {state['epoch']} of {config.epochs}); pass resume=True "
+                                  "(--resume) to continue it or force=True (--force) to start over")
+        state = None
+    cli.check_writable(ckpt_path.parent)  # now, not after an epoch of training
+    resolve_device(config.device)
 
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
@@ -494,8 +516,8 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
 
 
 def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike] = None, *,
-              progress: bool = False, verbose: bool = True,
-              checkpoints: bool = False) -> Dict[Name, Dict[str, Any]]:
+              progress: bool = False, verbose: bool = True, checkpoints: bool = False,
+              download: bool = False) -> Dict[Name, Dict[str, Any]]:
     """Train (or fetch) every config; an interrupted run continues from its checkpoint.
 
     Configs that coincide are one run: the second is fetched from the cache at no cost. With
@@ -504,7 +526,7 @@ def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike]
     a record that tables were already drawn from.
     """
     run = _train_with_weights if checkpoints else partial(train, resume=True)
-    return {name: run(config, runs_root, progress=progress, verbose=verbose)
+    return {name: run(config, runs_root, progress=progress, verbose=verbose, download=download)
             for name, config in configs.items()}
 
 
@@ -519,22 +541,27 @@ def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = Non
 
 def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                  retrain: bool = True, data_root: Optional[PathLike] = None,
-                 progress: bool = False) -> Optional[Tuple[nn.Module, Dict[str, Any]]]:
+                 progress: bool = False, download: bool = False
+                 ) -> Optional[Tuple[nn.Module, Dict[str, Any]]]:
     """The trained model of run ``config`` (eval mode, final temperatures) and its record.
 
     Records are committed, checkpoints are not: where the checkpoint of a finished run is missing
-    the run is trained again (``force``, rewriting its record) if ``retrain``, else None is returned.
+    the run is trained again (``force``, rewriting its record) and an interrupted one is continued
+    if ``retrain``; else None is returned.
     """
-    record = runs.load_record(config.identity(), runs_root)
     path = checkpoint_path(config, runs_root)
-    if record is None or not path.is_file():
-        if not retrain:
-            return None
+    if retrain:  # an interrupted (re)training is continued here, a missing one trained
         record = _train_with_weights(config, runs_root, data_root=data_root, progress=progress,
-                                     verbose=progress)
+                                     verbose=progress, download=download)
+    else:
+        record = runs.load_record(config.identity(), runs_root)
+        if record is None or not path.is_file():
+            return None
     assert record is not None
     state = load_checkpoint(path, config)
     if state["epoch"] != config.epochs:
+        if not retrain:
+            return None
         raise CheckpointError(f"checkpoint {path} is at epoch {state['epoch']} of {config.epochs}; "
                               "the run is unfinished")
     model = build_model(config, record["num_classes"], record["input_size"][1])
@@ -698,10 +725,11 @@ def _parse_value(text: str, hint: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m fmd.train", description="Train a ResNet with a (dynamic) convolution; "
         "prints the run record's summary. Config flags override the recipe's values.")
-    parser.add_argument("--recipe", default="quick", help=f"one of {tuple(RECIPES)} (default quick)")
+    parser.add_argument("--recipe", default="quick", choices=tuple(RECIPES),
+                        help="the recipe whose values the config flags override (default quick)")
     parser.add_argument("--runs-root", default=None, help=f"run records (default {runs.RUNS_ROOT})")
     parser.add_argument("--data-root", default=None, help="datasets (default data/ in the repo)")
     parser.add_argument("--force", action="store_true", help="train even if a record exists")
@@ -722,8 +750,35 @@ def _parser() -> argparse.ArgumentParser:
         config_group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
                                   default=argparse.SUPPRESS,
                                   type=lambda text, hint=hint: _parse_value(text, hint),
-                                  metavar=_metavar(hint))
+                                  metavar=_metavar(hint), help=_help(f.name))
     return parser
+
+
+def _explain_missing_checkpoint(config: TrainConfig, runs_root: Optional[PathLike]) -> None:
+    """``--resume`` without a checkpoint of this run: refuse where an unfinished run of the same
+    dataset and conv exists (the flags probably differ from the interrupted command's), naming
+    the fields that differ; otherwise the run simply starts."""
+    root = Path(runs_root if runs_root is not None else runs.RUNS_ROOT)
+    ours = config.to_dict()
+    for path in sorted(root.glob(f"{config.dataset}-{config.conv}-*/checkpoints/last.pt")):
+        if (path.parent.parent / runs.RECORD_NAME).exists():
+            continue  # a finished run
+        try:
+            theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is not the one meant
+            continue
+        differ = {k: (ours.get(k), theirs.get(k)) for k in sorted(set(ours) | set(theirs))
+                  if ours.get(k) != theirs.get(k)}
+        raise CheckpointError(
+            f"--resume: this run ({runs.run_name(config.identity())}) has no checkpoint, but the "
+            f"unfinished run {path.parent.parent.name} does; it differs in "
+            + ", ".join(f"{k} (here {a!r}, there {b!r})" for k, (a, b) in differ.items())
+            + " — rerun with its values to continue it, or without --resume to start this run")
+
+
+def _help(name: str) -> Optional[str]:
+    choices = _field_choices().get(name)
+    return None if choices is None else "one of " + ", ".join(map(str, choices))
 
 
 def _metavar(hint: Any) -> str:
@@ -737,6 +792,12 @@ def _metavar(hint: Any) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
+    return cli.run(_main, argv, faults=(CheckpointError, NonFiniteLossError),
+                   on_interrupt="interrupted: every finished epoch is in the run's checkpoint; run "
+                                "the same command with --resume to continue")
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -749,13 +810,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         print(runs.run_dir(config.identity(), args.runs_root))
         return 0
-    try:
-        record = train(config, args.runs_root, data_root=args.data_root, force=args.force,
-                       resume=args.resume, progress=not (args.no_progress or args.quiet),
-                       verbose=not args.quiet, download=args.download)
-    except (CheckpointError, NonFiniteLossError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.resume and not args.force and not checkpoint_path(config, args.runs_root).exists():
+        _explain_missing_checkpoint(config, args.runs_root)
+    record = train(config, args.runs_root, data_root=args.data_root, force=args.force,
+                   resume=args.resume, progress=not (args.no_progress or args.quiet),
+                   verbose=not args.quiet, download=args.download)
     assert record is not None
     summary = {k: record[k] for k in ("name", "final", "params", "macs", "speed", "wall_time_s")}
     print(json.dumps(summary, indent=2))

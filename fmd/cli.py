@@ -1,0 +1,83 @@
+"""What every command line shares: bad input and faults reported as one line, and a clean exit.
+
+``python -m fmd.train``, ``fmd.bench`` and ``fmd.reproduce`` run their ``main`` through :func:`run`:
+a bad value, a missing file, a full disk or a read-only folder ends the command with one line
+``error: <what> — <what to do or what is accepted>`` on stderr and a non-zero status instead of a
+traceback; Ctrl-C ends it with a line that says how to continue. Finished work is never touched
+on the way out: every file a run writes is written atomically (:func:`fmd.runs.atomic_write_bytes`).
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple, Type
+
+# Exit statuses: 1 a fault while working, 2 bad input (argparse's own), 130 interrupted (as a shell).
+FAULT, BAD_INPUT, INTERRUPTED = 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``error: …``, not the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(BAD_INPUT, f"error: {message} (--help lists the options)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def check_writable(folder: Path) -> None:
+    """Make ``folder`` and write a file in it, so that a long job fails before it starts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a failed read or write: what failed, where, and what to do."""
+    if error.errno is None:  # raised by fmd with its own message (a dataset not found, say)
+        return str(error)
+    where = error.filename or "a file"
+    if error.errno == errno.ENOSPC:
+        return (f"no space left on the device while writing {where} — free some space and run the "
+                "same command again (finished runs and checkpoints are kept)")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where} ({error.strerror}) — choose a folder you can write to"
+    return f"{error.strerror or error} ({where})"
+
+
+def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None, *,
+        faults: Tuple[Type[BaseException], ...] = (), on_interrupt: str = "interrupted") -> int:
+    """Run a command's ``main``; turn bad input (``ValueError``), file faults (``OSError``), the
+    command's own ``faults`` and Ctrl-C into one line and an exit status.
+
+    Anything else is a bug and keeps its traceback; ``FMD_TRACEBACK=1`` keeps it for all.
+    """
+    if os.environ.get("FMD_TRACEBACK"):
+        return main(argv)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"\n{on_interrupt}", file=sys.stderr)
+        return INTERRUPTED
+    except faults as error:
+        print(f"error: {error}", file=sys.stderr)
+        return FAULT
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return BAD_INPUT
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return FAULT
