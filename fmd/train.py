@@ -419,7 +419,7 @@ def load_checkpoint(path: PathLike, config: TrainConfig) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable "
-                              f"({type(error).__name__}: {error}); {hint}") from error
+                              f"({type(error).__name__}: {_first_line(error)}); {hint}") from error
     if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_KEYS):
         raise CheckpointError(f"checkpoint {path} is incomplete (not written by fmd.train "
                               f"format {CHECKPOINT_FORMAT}); {hint}")
@@ -437,6 +437,11 @@ def load_checkpoint(path: PathLike, config: TrainConfig) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is at epoch {state['epoch']}, outside this "
                               f"run's {config.epochs} epochs; {hint}")
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _read_checkpoint(path: Path, config: TrainConfig, strict: bool) -> Optional[Dict[str, Any]]:
@@ -503,6 +508,8 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                                   "(--resume) to continue it or force=True (--force) to start over")
         state = None
     cli.check_writable(ckpt_path.parent)  # now, not after an epoch of training
+    for stale in ckpt_path.parent.glob(f".{ckpt_path.name}.*.tmp"):  # a write killed midway
+        stale.unlink()
     resolve_device(config.device)
 
     previous_threads = torch.get_num_threads()
