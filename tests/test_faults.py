@@ -1,7 +1,6 @@
 """Faults and bad input: one clear line instead of a traceback, and no finished work lost."""
 import errno
 import gzip
-import json
 import os
 import random
 import signal
