@@ -439,6 +439,11 @@ GROUPED_MIN_POSITIONS = 128
 KFOLD_IM2COL_MAX_POSITIONS = 32
 
 
+def symbolic_shape(x: Tensor) -> bool:
+    """Whether a traced graph leaves any size of ``x`` symbolic (a dynamic batch, say)."""
+    return torch.compiler.is_compiling() and any(isinstance(d, torch.SymInt) for d in x.shape)
+
+
 def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) -> str:
     """The fastest exact strategy for this call.
 
@@ -450,14 +455,15 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
       attention, one im2col matmul with all K kernels (``kfold_im2col``) is faster still; but on small
       maps, a large kernel whose bank fits in the cache runs fastest as per-sample matmuls over
       chunks of the batch (``sample_im2col``, same arithmetic as a static convolution);
-    * inside a traced graph (torch.export, torch.compile) the batch size may be symbolic, so a
-      strategy that does not depend on it is used.
+    * inside a traced graph (torch.compile, torch.export, ONNX export) the same choice wherever
+      the graph knows the shape (dynamo specialises batch 1, and every size not marked dynamic);
+      where the batch or a map size is symbolic, a strategy that does not depend on it.
     """
     options = applicable_strategies(att, geo)
     if "shared" in options:
         return "shared"
     batch_free = [name for name in ("kfold_conv", "kfold_im2col") if name in options]
-    if torch.compiler.is_compiling():
+    if symbolic_shape(x):
         return batch_free[0] if batch_free else "grouped"
     if x.shape[0] == 1:
         return "grouped"

@@ -207,3 +207,16 @@ def test_grouped_training_keeps_no_per_sample_kernels_for_backward():
             out = layer(x)
         assert saved and all(s.numel() != 8 * layer.weight[0].numel() for s in saved), saved
         assert_same_gradients(layer, x, out)
+
+
+def test_a_fixed_batch_1_export_mixes_then_convolves_with_no_k_fold_convolution():
+    # Width 5 and K = 3: a K-fold convolution would have 15, 30, 60 or 120 output channels, which
+    # no convolution of this network has.
+    model = resnet18(conv="fmdconv", stem="cifar", width=5, kernel_num=3, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    exported = torch.export.export(model, (x,))
+    outs = [node.args[1].meta["val"].shape[0] for node in exported.graph.nodes
+            if node.op == "call_function" and "conv" in str(node.target)]
+    assert len(outs) == 20 and set(outs) <= {5, 10, 20, 40}, outs
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
