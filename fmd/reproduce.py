@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .provenance import REPO_ROOT
+
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
 VOLATILE_KEYS = ("papermill", "execution")

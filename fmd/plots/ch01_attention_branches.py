@@ -18,6 +18,7 @@ from . import conv_color, use_style
 from ..attention import (Attention, AttentionTrunk, KernelAttention, SigmoidGate, SoftmaxAttention,
                          iter_tempered)
 from ..conv import FMDConv2d
+from ..metrics import softmax_entropy
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers the notebook calls
@@ -40,11 +41,6 @@ def example_batch(batch_size: int = 8, seed: int = 0) -> Dict[str, object]:
     x, targets = next(iter(BatchLoader(test, batch_size)))
     return {"images": test.images, "x": x, "targets": [test.classes[t] for t in targets.tolist()],
             "dataset": f"Fashion-MNIST test split ({batch_size} images)"}
-
-
-def softmax_entropy(probs: Tensor) -> Tensor:
-    """Entropy in nats of probability vectors along the last dimension."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
 
 
 def _linear(m: nn.Linear) -> str:
