@@ -1,5 +1,6 @@
 """What the notebooks produce: stamped figures and tables, where they go, notebook discovery, Grad-CAM++."""
 import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -113,3 +114,13 @@ def test_gradcam_layer_choice_maps_and_object_share():
     on_top[0, 0] = 1.0
     assert gradcam.heat_on_object(on_top, display) == pytest.approx([1.0])
     assert gradcam.heat_on_object(np.ones((1, 4, 4)), display) == pytest.approx([0.5])
+
+
+def test_drawing_modules_import_no_training_or_benchmark_code():
+    code = ("import importlib, pkgutil, sys, fmd.plots\n"
+            "for m in pkgutil.iter_modules(fmd.plots.__path__):\n"
+            "    importlib.import_module('fmd.plots.' + m.name)\n"
+            "print(sorted(k for k in sys.modules if k in ('fmd.train', 'fmd.bench', 'fmd.gradcam',"
+            " 'fmd.chapters') or k.startswith('fmd.chapters.')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -69,7 +69,7 @@ def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
 
 
 def set_figures_dir(path: Optional[object]) -> None:
-    """Send every figure and table of this session to ``path`` (None: the profile's folder).
+    """Send every figure and table this process saves to ``path`` (None: the profile's folder).
 
     Notebooks call it with their ``figures_dir`` parameter, so a papermill sweep can write each
     copy's figures apart instead of over the committed ones. A relative path is taken from the
@@ -110,6 +110,23 @@ def save_table(rows: Sequence[Mapping[str, object]], name: str, *, profile: str,
     """Save rows as ``name``.csv and ``name``.md, each stamped with profile, dataset and commit."""
     return write_table(rows, Path(out_dir or figures_dir(profile)), name,
                        line=stamp(profile, dataset), title=title, columns=columns)
+
+
+def figure_legend(fig: plt.Figure, axes: Sequence[plt.Axes], *, y: float, ncol: Optional[int] = None,
+                  title: str = "", top: float = 0.9) -> None:
+    """One legend for the whole figure, centred at height ``y``: every label of ``axes`` once.
+
+    With a ``title``, it is drawn above and the axes are laid out below ``top`` (legend between).
+    """
+    handles: dict = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if title:
+        fig.suptitle(title, fontweight="bold", fontsize=11, y=0.995)
+        fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=ncol or len(handles),
+               fontsize=8.5, frameon=False, bbox_to_anchor=(0.5, y))
 
 
 def conv_color(conv: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, label, use_style
+from . import conv_color, figure_legend, label, use_style
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
 
@@ -61,15 +61,8 @@ def params_macs_figure(rows: Sequence[Mapping[str, Any]], configs: Mapping[str, 
                 stem = {"imagenet": "ImageNet", "cifar": "CIFAR"}[settings[setting][0]]
                 ax.set_title(f"{stem}-style stem, {size}×{size} "
                              f"input, {classes} classes", fontsize=10)
-    unique: Dict[str, Any] = {}
-    for ax in axes.ravel():
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            unique.setdefault(text, handle)
-    fig.suptitle("Parameters and MACs per image of the dynamic-convolution family (ours: bars)",
-                 fontweight="bold", fontsize=11, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    fig.legend(unique.values(), unique.keys(), loc="upper center", ncol=4, fontsize=8.5,
-               frameon=False, bbox_to_anchor=(0.5, 0.965))
+    figure_legend(fig, axes.ravel(), y=0.965, ncol=4, top=0.92,
+                  title="Parameters and MACs per image of the dynamic-convolution family (ours: bars)")
     return fig
 
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, label, use_style
+from . import conv_color, figure_legend, label, use_style
 
 Record = Dict[str, Any]
 
@@ -15,6 +15,19 @@ _PAPER, _OFFICIAL, _STATIC = conv_color("fmdconv"), "#1f78b4", conv_color("stati
 
 def _top(r: Mapping[str, Any], metric: str) -> float:
     return r["final"][metric]
+
+
+def _sweep_line(ax: plt.Axes, records: Mapping[Any, Mapping[str, Any]], metric: str, color: str,
+                marker: str, text: str) -> None:
+    """One sweep's ``metric`` against its swept value, each point labelled with its value."""
+    xs = sorted(records)
+    if not xs:
+        return
+    ys = [_top(records[x], metric) for x in xs]
+    ax.plot(xs, ys, color=color, marker=marker, lw=2, ms=6, label=text)
+    for x, y in zip(xs, ys):
+        ax.annotate(f"{y:.2f}", (x, y), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize=7, color=color)
 
 
 def figure5(temperature_records: Mapping[float, Mapping[str, Any]],
@@ -31,22 +44,9 @@ def figure5(temperature_records: Mapping[float, Mapping[str, Any]],
                  f"K = {reference['config']['kernel_num']}" if reference else "")
     for row, (metric, unit) in enumerate(metrics):
         t_ax, k_ax = axes[row]
-        if temperature_records:
-            ts = sorted(temperature_records)
-            t_ax.plot(ts, [_top(temperature_records[t], metric) for t in ts], color=_PAPER,
-                      marker="o", lw=2, ms=6, label="paper: T_k degraded (−3 per step) from T_k")
-            for t in ts:
-                t_ax.annotate(f"{_top(temperature_records[t], metric):.2f}",
-                              (t, _top(temperature_records[t], metric)), xytext=(0, 7),
-                              textcoords="offset points", ha="center", fontsize=7, color=_PAPER)
-        if kernel_records:
-            ks = sorted(kernel_records)
-            k_ax.plot(ks, [_top(kernel_records[k], metric) for k in ks], color=_OFFICIAL,
-                      marker="s", lw=2, ms=6, label="official preset")
-            for k in ks:
-                k_ax.annotate(f"{_top(kernel_records[k], metric):.2f}",
-                              (k, _top(kernel_records[k], metric)), xytext=(0, 7),
-                              textcoords="offset points", ha="center", fontsize=7, color=_OFFICIAL)
+        _sweep_line(t_ax, temperature_records, metric, _PAPER, "o",
+                    "paper: T_k degraded (−3 per step) from T_k")
+        _sweep_line(k_ax, kernel_records, metric, _OFFICIAL, "s", "official preset")
         for ax in (t_ax, k_ax):
             if reference is not None:
                 value = _top(reference, metric)
@@ -80,15 +80,8 @@ def figure5(temperature_records: Mapping[float, Mapping[str, Any]],
                          f"{next(iter(temperature_records.values()))['config']['kernel_num']})"
                          if temperature_records else "(a) initial kernel temperature T_k")
     axes[0, 1].set_title("(b) number of kernels K")
-    handles: Dict[str, Any] = {}
-    for ax in axes.ravel():
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(text, handle)
-    fig.suptitle("FMDConv ResNet-18: accuracy against the kernel temperature and the number of kernels",
-                 fontweight="bold", fontsize=11, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=2, fontsize=8.5,
-               frameon=False, bbox_to_anchor=(0.5, 0.955))
+    figure_legend(fig, axes.ravel(), y=0.955, ncol=2, title="FMDConv ResNet-18: accuracy against the "
+                  "kernel temperature and the number of kernels")
     return fig
 
 

@@ -1,12 +1,12 @@
 """Figures of chapter 05 (the paper's Figure 3): accuracy, IES and RCS per attention set."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, label, use_style
+from . import conv_color, figure_legend, label, use_style
 
 # One colour per set: static and the full FMDConv keep the colours of every other chapter.
 SET_COLORS = {"static": conv_color("static"), "none": "#bdbdbd", "input": "#66a61e",
@@ -17,15 +17,6 @@ SET_COLORS = {"static": conv_color("static"), "none": "#bdbdbd", "input": "#66a6
 SET_MARKERS = {"static": "s", "none": "o", "input": "^", "kernel": "v", "output": "<",
                "input+kernel": "D", "input+output": "P", "kernel+output": "X",
                "input+kernel+output": "*"}
-
-
-def _legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], ncol: int = 5) -> None:
-    unique: Dict[str, Any] = {}
-    for ax in axes:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            unique.setdefault(text, handle)
-    fig.legend(unique.values(), unique.keys(), loc="upper center", ncol=ncol, fontsize=8.5,
-               frameon=False, bbox_to_anchor=(0.5, 0.0))
 
 
 def _set_label(name: str) -> str:
@@ -67,7 +58,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
     by_macs.set_title("accuracy against MACs")
     by_time.set_title("accuracy against measured time")
     fig.tight_layout()
-    _legend_below(fig, [by_macs], ncol=5)
+    figure_legend(fig, [by_macs], y=0.0, ncol=5)
     return fig
 
 

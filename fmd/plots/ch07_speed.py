@@ -1,12 +1,12 @@
 """Figures of chapter 07: dynamic / static time and memory, strategy timing, the batch-1 breakdown."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from . import conv_color, label, use_style
+from . import conv_color, figure_legend, label, use_style
 from ..conv import GROUPED_MIN_POSITIONS, UNFOLD_MAX_POSITIONS
 
 
@@ -57,14 +57,7 @@ def _ratio_figure(tables: Mapping[str, Sequence[Mapping[str, Any]]], key: str, y
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
         ax.set_title(f"{name}\n{machine_label(table)}", fontsize=8.5)
-    handles: Dict[str, Any] = {}
-    for ax in axes[0]:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(text, handle)
-    fig.suptitle(title, fontweight="bold", fontsize=11, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), fontsize=8.5,
-               frameon=False, bbox_to_anchor=(0.5, 0.95))
+    figure_legend(fig, axes[0], y=0.95, title=title)
     return fig
 
 

@@ -5,7 +5,7 @@ from typing import Any, Dict, Mapping
 
 import matplotlib.pyplot as plt
 
-from . import conv_color, label, use_style
+from . import conv_color, figure_legend, label, use_style
 
 Record = Dict[str, Any]
 
@@ -28,11 +28,6 @@ def speed_accuracy_figure(records: Mapping[str, Record], dataset: str = "") -> p
     axes[0].set_ylabel("test top-1 accuracy (%)")
     axes[0].set_title("accuracy against arithmetic")
     axes[1].set_title("accuracy against measured time")
-    fig.suptitle("Speed-accuracy trade-off of the chapter-3 runs"
-                 + (f" — {dataset}" if dataset else "") + " (up and left is better)",
-                 fontweight="bold", fontsize=11, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    handles, texts = axes[0].get_legend_handles_labels()
-    fig.legend(handles, texts, loc="upper center", ncol=len(handles), fontsize=8.5, frameon=False,
-               bbox_to_anchor=(0.5, 0.95))
+    figure_legend(fig, axes[:1], y=0.95, title="Speed-accuracy trade-off of the chapter-3 runs"
+                  + (f" — {dataset}" if dataset else "") + " (up and left is better)")
     return fig
