@@ -29,9 +29,10 @@ reproduce: setup
 	FMD_PROFILE=$(PROFILE) $(PY) -m fmd.reproduce --profile $(PROFILE)
 
 test: setup
-	FMD_PROFILE=smoke $(PY) -m pytest -q tests
+	$(VENV)/bin/ruff check fmd tests
+	FMD_PROFILE=smoke $(PY) -m pytest -q --durations=15 tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-		FMD_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks \
+		FMD_PROFILE=smoke $(PY) -m pytest -q --durations=8 --nbval-lax --nbval-current-env notebooks \
 			--ignore-glob='*.running.ipynb' --ignore-glob='*.failed.ipynb'; \
 	fi
 

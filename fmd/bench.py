@@ -14,8 +14,6 @@ kernel mix, the attention branches and the rest, beside the floor of one read of
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,14 +26,13 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import cli
-from .complexity import sync_for, inference_step, summarize_times, time_runs, train_step
+from . import cli, tables
+from .complexity import (inference_step, interleaved_times, round_medians, summarize_times, sync_for,
+                         time_runs, train_step)
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
 from .engine import STRATEGIES, mix_kernels_reusing
 from .models import ResNet
-from .runs import CODE_PATHSPEC
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .provenance import REPO_ROOT, machine_info
 CONVS = tuple(CONV_SPECS)
 
 
@@ -271,7 +268,6 @@ def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: 
         raise ValueError(f"unknown dynamic conv(s) {bad}; choose from {CONVS[1:]}")
     _check_counts(rounds=rounds, repeats=repeats, threads=threads)
     threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = torch.randn(1, 3, case.size, case.size)
     build = lambda conv: ResNet(case.depth, conv, case.num_classes, case.stem,  # noqa: E731
@@ -288,12 +284,8 @@ def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: 
             parts[conv, "attention"] = partial(_attend_all, seen)
             parts[conv, "mix"] = partial(_mix_all, mixes)
             parts[conv, "bank read"] = partial(_read_all, [w for w, _ in mixes])
-        medians: Dict[tuple, List[float]] = {key: [] for key in parts}
-        for fn in parts.values():
-            time_runs(fn, 2)  # warm-up
-        for _ in range(rounds):
-            for key, fn in parts.items():
-                medians[key].append(statistics.median(time_runs(fn, repeats)))
+        medians = round_medians(interleaved_times(parts, rounds=rounds, repeats=repeats, warmup=2,
+                                                  threads=threads))
     ms = {key: 1e3 * statistics.median(values) for key, values in medians.items()}
     static = ms["static", "network"]
     info = machine_info("cpu", threads)
@@ -331,35 +323,6 @@ def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
                 "Batch-1 inference, where the time goes: dynamic / static = 1 + mix + attention + "
                 "rest (each × the static forward; median of interleaved rounds in one process)")
     return rows
-
-
-def git_commit(root: Path = REPO_ROOT) -> str:
-    """The current commit, '+dirty' where tracked code differs from it, or 'unknown'.
-
-    What a run rewrites (:data:`fmd.runs.CODE_PATHSPEC`) does not count.
-    """
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                *CODE_PATHSPEC], cwd=root, capture_output=True,
-                               text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine_info(device: str, threads: int) -> Dict[str, str]:
-    """What the numbers were measured on (the CPU model too: ratios differ between CPU models)."""
-    from .train import describe_device
-
-    info = {"device": device, "threads": str(threads), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": git_commit(),
-            "cpu": describe_device(torch.device("cpu")).removeprefix("cpu: "),
-            "cores": str(os.cpu_count())}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str = "cpu",
@@ -403,29 +366,11 @@ def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str,
                 shown: List[str] = SHOWN, title: str = "Speed, dynamic / static (median of repeats)"
                 ) -> None:
     """Write rows as CSV, Markdown (the ``shown`` columns) and JSON, atomically, one file each."""
-    import csv
-    import io
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    columns = list(rows[0])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns)
-    writer.writeheader()
-    writer.writerows(rows)
     first = rows[0]
-    md = [f"{title}. Machine: {first['cpu']}, "
-          f"{first['device']}, {first['threads']} threads, torch {first['torch']}, "
-          f"commit {first['commit']}.", "", "| " + " | ".join(shown) + " |",
-          "|" + "---|" * len(shown)]
-    for r in rows:
-        md.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
-                                    for c in shown) + " |")
-    for ext, text in (("csv", buf.getvalue()), ("md", "\n".join(md) + "\n"),
-                      ("json", json.dumps(rows, indent=1))):
-        path = out_dir / f"{stem}.{ext}"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    machine = (f"Machine: {first['cpu']}, {first['device']}, {first['threads']} threads, "
+               f"torch {first['torch']}, commit {first['commit']}.")
+    tables.write_table(rows, out_dir, stem, line=machine, title=title, md_columns=shown,
+                       csv_line=False, with_json=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -4,7 +4,7 @@
 a bad value, a missing file, a full disk or a read-only folder ends the command with one line
 ``error: <what> — <what to do or what is accepted>`` on stderr and a non-zero status instead of a
 traceback; Ctrl-C ends it with a line that says how to continue. Finished work is never touched
-on the way out: every file a run writes is written atomically (:func:`fmd.runs.atomic_write_bytes`).
+on the way out: every file a run writes is written atomically (:mod:`fmd.provenance`).
 """
 from __future__ import annotations
 

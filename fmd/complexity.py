@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .conv import DynamicConv2dBase
+from .models import Bottleneck, ResNet
+
+K = TypeVar("K", bound=Hashable)
 
 
 def count_params(model: nn.Module) -> int:
@@ -47,6 +50,66 @@ def dynamic_layer_macs(layer: DynamicConv2dBase, input_shape: Sequence[int],
         if layer.bias is not None:
             aggregation += layer.kernel_num * layer.out_channels
     return {"conv": conv, "aggregation": aggregation, "attention": attention}
+
+
+def layer_macs(model: nn.Module, input_size: Sequence[int]) -> List[Dict[str, Any]]:
+    """Per-layer MACs (conv / aggregation / attention) of every conv and linear layer, in order."""
+    rows: List[Dict[str, Any]] = []
+    hooks = []
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs, output: Tensor) -> None:
+            row = {"layer": name, "type": type(module).__name__,
+                   "output": "×".join(map(str, output.shape[1:]))}
+            if isinstance(module, DynamicConv2dBase):
+                row.update(dynamic_layer_macs(module, inputs[0].shape, output.shape))
+            elif isinstance(module, nn.Conv2d):
+                row.update(conv=module.weight.numel() * output.shape[-2] * output.shape[-1],
+                           aggregation=0, attention=0)
+            else:
+                row.update(conv=module.in_features * module.out_features, aggregation=0,
+                           attention=0)
+            rows.append(row)
+        return hook
+
+    for name, module in model.named_modules():
+        inside_dynamic = any(name.startswith(d + ".") for d, m in model.named_modules()
+                             if isinstance(m, DynamicConv2dBase))
+        if inside_dynamic:
+            continue  # a dynamic layer's own linears are its "attention" part
+        if isinstance(module, (DynamicConv2dBase, nn.Conv2d)) or (
+                isinstance(module, nn.Linear)):
+            hooks.append(module.register_forward_hook(record(name)))
+    p = next(model.parameters())
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(*input_size, dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(training)
+    for row in rows:
+        row["total"] = row["conv"] + row["aggregation"] + row["attention"]
+    return rows
+
+
+def stride_on_1x1_macs(model: ResNet, input_size: Sequence[int]) -> int:
+    """MACs if each strided bottleneck put its stride on the first 1×1 conv (ResNet v1) instead.
+
+    Our Bottleneck (like torchvision's, "v1.5") strides in the 3×3 conv; the original ResNet (v1)
+    strides in the 1×1 conv before it, which then runs on a 4× smaller map.
+    """
+    rows = {r["layer"]: r for r in layer_macs(model, input_size)}
+    total = sum(r["total"] for r in rows.values())
+    for name, block in model.named_modules():
+        if isinstance(block, Bottleneck) and block.conv2.stride != (1, 1):
+            first, second = rows[f"{name}.conv1"], rows[f"{name}.conv2"]
+            h1, w1 = (int(v) for v in first["output"].split("×")[1:])
+            h2, w2 = (int(v) for v in second["output"].split("×")[1:])
+            total -= first["conv"] - first["conv"] * (h2 * w2) // (h1 * w1)
+    return total
 
 
 def _thop_dynamic_rule(module: DynamicConv2dBase, inputs, output: Tensor) -> None:
@@ -117,13 +180,48 @@ def summarize_times(times: Sequence[float]) -> Dict[str, float]:
             "repeats": len(ordered)}
 
 
+def interleaved_times(fns: Mapping[K, Callable[[], object]], *, rounds: int = 1, repeats: int = 20,
+                      warmup: int = 3, threads: Optional[int] = None, rotate: bool = False,
+                      synchronize: Optional[Callable[[], None]] = None) -> Dict[K, List[List[float]]]:
+    """Seconds of each run of each function: ``rounds`` rounds, each of ``repeats`` runs of every one.
+
+    Each function first runs ``warmup`` times untimed. The rounds interleave the functions (in a
+    rotated order each round with ``rotate``), so a change of load on the machine hits every one
+    alike; returns, per function, one list of ``repeats`` times per round. ``threads`` sets torch's
+    threads for the measurement; the previous setting is restored afterwards.
+    """
+    if warmup < 0 or repeats < 1 or rounds < 1:
+        raise ValueError(f"need warmup >= 0, repeats >= 1 and rounds >= 1, got {warmup}, {repeats}, "
+                         f"{rounds}")
+    names = list(fns)
+    times: Dict[K, List[List[float]]] = {n: [] for n in names}
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for name in names:
+            time_runs(fns[name], warmup, synchronize)
+        for r in range(rounds):
+            shift = r % len(names) if rotate and names else 0
+            for name in names[shift:] + names[:shift]:
+                times[name].append(time_runs(fns[name], repeats, synchronize))
+    finally:
+        torch.set_num_threads(previous)
+    return times
+
+
+def round_medians(times: Mapping[K, Sequence[Sequence[float]]]) -> Dict[K, List[float]]:
+    """The median of each round of :func:`interleaved_times`, per function."""
+    return {name: [statistics.median(r) for r in rounds] for name, rounds in times.items()}
+
+
 def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
+                threads: Optional[int] = None,
                 synchronize: Optional[Callable[[], None]] = None) -> Dict[str, float]:
     """Run ``fn`` ``warmup`` times, then time ``repeats`` runs; seconds: median, p10, p90."""
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
-    time_runs(fn, warmup, synchronize)
-    return summarize_times(time_runs(fn, repeats, synchronize))
+    times = interleaved_times({0: fn}, warmup=warmup, repeats=repeats, threads=threads,
+                              synchronize=synchronize)
+    return summarize_times(times[0][0])
 
 
 def sync_for(device: torch.device) -> Optional[Callable[[], None]]:
@@ -163,21 +261,7 @@ def train_step(model: nn.Module, input_size: Sequence[int], num_classes: int) ->
 def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int = 3,
                     repeats: int = 20, threads: Optional[int] = None) -> Dict[str, float]:
     """Inference time of one batch of ``input_size`` in eval mode (seconds, median of repeats)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
     result = median_time(inference_step(model, input_size), warmup=warmup, repeats=repeats,
-                         synchronize=sync_for(next(model.parameters()).device))
-    result["images_per_s"] = input_size[0] / result["median"]
-    return result
-
-
-def measure_train_step(model: nn.Module, input_size: Sequence[int], num_classes: int, *,
-                       warmup: int = 2, repeats: int = 5, threads: Optional[int] = None,
-                       ) -> Dict[str, float]:
-    """Time of one SGD training step (forward, cross-entropy, backward, update) on random data."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    result = median_time(train_step(model, input_size, num_classes), warmup=warmup,
-                         repeats=repeats, synchronize=sync_for(next(model.parameters()).device))
+                         threads=threads, synchronize=sync_for(next(model.parameters()).device))
     result["images_per_s"] = input_size[0] / result["median"]
     return result

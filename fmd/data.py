@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .provenance import REPO_ROOT
+
 PathLike = Union[str, Path]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO_ROOT / "data"
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
 # The channel counts each dataset can give (None: its own); the synthetic set draws any number.

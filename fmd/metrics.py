@@ -10,13 +10,18 @@ Convention (from the psychology literature, with "response time" replaced by a p
 The cost is either a measured time per image or a fixed per-image cost such as MACs. With one fixed
 cost c for every image and accuracy p, IES = c / p and RCS = p / c, so RCS = 1 / IES; the two only
 tell different stories when per-image costs differ (e.g. measured batch-1 latencies).
+
+Also the entropy of a kernel attention π (:func:`softmax_entropy`; :func:`kernel_entropies` of
+every FMDConv layer of a trained model): ln K for a uniform mix of the K kernels, 0 for one kernel.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from .conv import FMDConv2d
 
 Costs = Union[float, Sequence[float], Tensor]
 
@@ -83,3 +88,27 @@ def speed_accuracy(top1_percent: float, cost_per_image: float) -> dict:
         raise ValueError(f"cost_per_image must be positive, got {cost_per_image}")
     p = top1_percent / 100.0
     return {"ies": cost_per_image / p if p > 0 else float("inf"), "rcs": p / cost_per_image}
+
+
+def softmax_entropy(probs: Tensor) -> Tensor:
+    """Entropy in nats of probability vectors along the last dimension."""
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+def kernel_entropies(model: nn.Module, x: Tensor) -> Dict[str, float]:
+    """Mean entropy (nats) of each FMDConv layer's kernel attention π over the images ``x``."""
+    found: Dict[str, List[Tensor]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, FMDConv2d) and module.kernel_attention is not None:
+            def hook(_m: nn.Module, _inputs: Any, pi: Tensor, name: str = name) -> None:
+                found.setdefault(name, []).append(softmax_entropy(pi))
+            hooks.append(module.kernel_attention.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for chunk in x.split(256):
+                model(chunk)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: torch.cat(values).mean().item() for name, values in found.items()}

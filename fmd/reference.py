@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Tuple
 
 
 @dataclass(frozen=True)
@@ -205,27 +205,3 @@ ALL: Dict[str, Entries] = {
 def get(entries: Entries, arch: str, method: str, metric: str) -> Published:
     """The published figure for ``(arch, method)`` and ``metric``; KeyError if none was found."""
     return entries[(arch, method)][metric]
-
-
-def table(entries: "Entries | str" = "odconv_imagenet", *, metrics: Sequence[str] = (),
-          **filters: str) -> List[Dict[str, Any]]:
-    """Rows ``{arch, method, <metric>: value, ..., source}`` for a notebook, optionally filtered.
-
-    ``entries`` is a dict of this module or its name in :data:`ALL`; ``metrics`` restricts the
-    columns; ``filters`` such as ``arch="resnet18"`` keep the matching rows. ``source`` joins the
-    distinct sources of the row's figures.
-    """
-    unknown = set(filters) - {"arch", "method"}
-    if unknown:
-        raise ValueError(f"can only filter on arch and method, not {sorted(unknown)}")
-    data = ALL[entries] if isinstance(entries, str) else entries
-    rows = []
-    for (arch, method), figures in data.items():
-        row: Dict[str, Any] = {"arch": arch, "method": method}
-        if any(row[k] != v for k, v in filters.items()):
-            continue
-        chosen = {m: p for m, p in figures.items() if not metrics or m in metrics}
-        row.update({m: p.value for m, p in chosen.items()})
-        row["source"] = "; ".join(dict.fromkeys(p.source for p in chosen.values()))
-        rows.append(row)
-    return rows

@@ -17,8 +17,8 @@ from typing import List, Optional, Sequence
 
 from . import cli
 from .profiles import PROFILE_NAMES
+from .provenance import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
 VOLATILE_KEYS = ("papermill", "execution")
 

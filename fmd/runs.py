@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
+from .provenance import REPO_ROOT, atomic_write_bytes
+
 PathLike = Union[str, Path]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = REPO_ROOT / "data" / "runs"
-# What a run rewrites (figures, run records, executed notebooks): not "dirty" code for a stamp,
-# or every figure after the first of a ``make reproduce`` would be stamped dirty.
-CODE_PATHSPEC = ("--", ".", ":!figures", ":!data/runs", ":!notebooks")
 RECORD_NAME = "record.json"
 # Fields that change how a run is shown, never what it computes; left out of the key.
 PRESENTATION_FIELDS = frozenset({"progress", "note"})
@@ -54,22 +50,6 @@ def run_name(config: Mapping[str, Any]) -> str:
 def run_dir(config: Mapping[str, Any], root: Optional[PathLike] = None) -> Path:
     """The folder of the run with this configuration under ``root`` (default ``data/runs``)."""
     return Path(root if root is not None else RUNS_ROOT) / run_name(config)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -15,8 +15,6 @@ import dataclasses
 import io
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
 import typing
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cli, runs
+from .provenance import atomic_write_bytes, describe_device, git_state, library_versions
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, BatchLoader, check_channels, get_datasets, make_loaders
 from .metrics import speed_accuracy, topk_correct
@@ -277,49 +276,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def describe_device(device: torch.device) -> str:
-    """A human-readable name of the device (GPU or CPU model)."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu: {model}"
-
-
-def git_state(repo: PathLike = runs.REPO_ROOT) -> Dict[str, Any]:
-    """The checked-out commit and whether tracked code differs from it ("unknown" without git).
-
-    Outputs that runs rewrite (:data:`fmd.runs.CODE_PATHSPEC`) do not make a checkout dirty.
-    """
-    def git(*args: str) -> Optional[str]:
-        try:
-            done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no", *runs.CODE_PATHSPEC)
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
-
-
-def library_versions() -> Dict[str, str]:
-    """Versions of Python and the libraries a run depends on."""
-    import numpy
-    import torchvision
-
-    from . import __version__
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "fmd": __version__}
-
-
 def _loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits, targets)
 
@@ -404,7 +360,7 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> None:
     """Write a checkpoint atomically (a crash leaves the previous one intact)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    runs.atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 _CHECKPOINT_KEYS = ("format", "key", "config", "epoch", "model", "optimizer", "scheduler",
@@ -508,7 +464,8 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                                   "(--resume) to continue it or force=True (--force) to start over")
         state = None
     cli.check_writable(ckpt_path.parent)  # now, not after an epoch of training
-    for stale in ckpt_path.parent.glob(f".{ckpt_path.name}.*.tmp"):  # a write killed midway
+    # A write killed midway leaves its temporary file (named as provenance.atomic_path names it).
+    for stale in ckpt_path.parent.glob(f".{ckpt_path.stem}.*.tmp{ckpt_path.suffix}"):
         stale.unlink()
     resolve_device(config.device)
 

@@ -165,7 +165,7 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
         assert row["read_gb_s"] == pytest.approx(row["bank_mb"] / row["read_ms"])
     assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "breakdown_cpu.md").read_text()
     assert json.loads((tmp_path / "breakdown_cpu.json").read_text())[1]["threads"] == "1"
-    from fmd.plots.paper import read_stamp  # chapter 08's inventory names where the table came from
+    from fmd.provenance import read_stamp  # chapter 08's inventory names where the table came from
     stamp = read_stamp(tmp_path / "breakdown_cpu.md")
     assert stamp["from"] == "fmd.bench --breakdown: cpu, 1 threads" and stamp["commit"] != "?"
     with pytest.raises(ValueError, match="batch-1 inference cases"):

@@ -252,7 +252,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
     config = tiny(epochs=3)
     straight = quiet(config, tmp_path / "straight")
     writes = []
-    real = runs.atomic_write_bytes
+    real = train_module.atomic_write_bytes
 
     def fill_up(path, payload):
         writes.append(Path(path).name)
@@ -260,7 +260,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, payload)
 
-    monkeypatch.setattr(runs, "atomic_write_bytes", fill_up)
+    monkeypatch.setattr(train_module, "atomic_write_bytes", fill_up)
     args = ["--recipe", "smoke", "--runs-root", str(tmp_path), "--quiet", *flags(config)]
     assert main(args) == 1
     line = one_error_line(capsys)
@@ -268,7 +268,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
     path = checkpoint_path(config, tmp_path)
     assert load_checkpoint(path, config)["epoch"] == 1
     assert not [p for p in path.parent.iterdir() if p.name != "last.pt"]  # no temporary file left
-    monkeypatch.setattr(runs, "atomic_write_bytes", real)
+    monkeypatch.setattr(train_module, "atomic_write_bytes", real)
     assert main(args + ["--resume"]) == 0
     assert runs.load_record(config.identity(), tmp_path)["final"] == straight["final"]
 
@@ -292,10 +292,20 @@ def test_a_checkpoint_write_killed_midway_leaves_no_file_behind(tmp_path):
     config = tiny(epochs=1)
     folder = checkpoint_path(config, tmp_path).parent
     folder.mkdir(parents=True)
-    stale = folder / ".last.pt.k1ll3d.tmp"  # as atomic_write_bytes names its temporary file
+    stale = folder / ".last.k1ll3d.tmp.pt"  # as provenance.atomic_path names its temporary file
     stale.write_bytes(b"half a checkpoint")
     quiet(config, tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]
+
+
+def test_records_and_checkpoints_are_readable_by_others(tmp_path):
+    config = tiny(epochs=1)
+    quiet(config, tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (checkpoint_path(config, tmp_path),
+                 runs.run_dir(config.identity(), tmp_path) / runs.RECORD_NAME):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
@@ -320,3 +330,24 @@ def test_padding_same_with_a_stride_is_refused_at_construction():
 def test_a_float64_input_into_a_float32_layer_names_both_dtypes():
     with pytest.raises(ValueError, match="float32 weights but got a torch.float64 input"):
         FMDConv2d(4, 4, 3, 1, 1)(torch.randn(2, 4, 5, 5, dtype=torch.float64))
+
+
+def test_a_notebook_with_a_mistyped_profile_stops_in_its_parameters_cell(tmp_path):
+    import papermill
+    out = tmp_path / "01.ipynb"
+    figures = sorted((REPO / "figures").glob("01_*"))
+    before = {p: p.read_bytes() for p in figures}
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'bogus'"):
+        papermill.execute_notebook(str(REPO / "notebooks" / "01_attention_branches.ipynb"), str(out),
+                                   parameters={"profile": "bogus"}, cwd=str(REPO / "notebooks"),
+                                   kernel_name="python3", progress_bar=False)
+    assert {p: p.read_bytes() for p in figures} == before
+
+
+def test_the_paper_profile_lets_the_chapters_download_cifar(monkeypatch):
+    from fmd.chapters import ch03_training as ch03
+    seen = {}
+    monkeypatch.setattr(ch03, "train_all", lambda configs, root, **options: seen.update(options))
+    for profile, download in (("paper", True), ("quick", False)):
+        ch03.run_all({}, profile)
+        assert seen["download"] is download

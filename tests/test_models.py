@@ -89,3 +89,18 @@ def test_bad_backbone_arguments_are_named():
         resnet18(width=0)
     with pytest.raises(ValueError, match=r"input_size must be \(1, C, H, W\)"):
         count_macs(resnet18(width=4), (2, 3, 32, 32))
+
+
+def test_interleaved_times_rounds_rotation_and_threads_restored():
+    from fmd.complexity import interleaved_times, round_medians
+
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    before = torch.get_num_threads()
+    times = interleaved_times(fns, rounds=3, repeats=2, warmup=1, threads=1, rotate=True)
+    assert torch.get_num_threads() == before
+    assert {n: [len(r) for r in rounds] for n, rounds in times.items()} == {n: [2, 2, 2] for n in "abc"}
+    assert "".join(calls) == "abc" + "aabbcc" + "bbccaa" + "ccaabb"  # warm-up, then rotated rounds
+    assert all(len(v) == 3 and min(v) >= 0 for v in round_medians(times).values())
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        interleaved_times(fns, rounds=0)

@@ -1,5 +1,6 @@
 """What the notebooks produce: stamped figures and tables, where they go, notebook discovery, Grad-CAM++."""
 import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -7,9 +8,8 @@ import pytest
 import torch
 
 from fmd import gradcam, plots, reproduce
-from fmd.bench import git_commit
 from fmd.models import resnet18
-from fmd.plots.paper import read_stamp
+from fmd.provenance import git_commit, read_stamp
 
 
 @pytest.fixture
@@ -28,13 +28,30 @@ def test_figures_and_tables_carry_profile_dataset_and_commit(figures_in):
                               dataset="fashion_mnist", title="t")
     assert sorted(p.name for p in paths) == ["line.pdf", "line.png", "table.csv", "table.md"]
     assert all(p.parent == figures_in for p in paths)
-    for p in paths:
-        if p.suffix != ".png":  # the PNG's caption is pixels; its PDF twin is read instead
-            stamp = read_stamp(p)
-            assert (stamp["profile"], stamp["dataset"]) == ("quick", "fashion_mnist"), p
-            assert stamp["commit"] == git_commit()
+    for p in paths:  # the stamp is in every file: PNG text chunk, PDF metadata, table text
+        stamp = read_stamp(p)
+        assert (stamp["profile"], stamp["dataset"]) == ("quick", "fashion_mnist"), p
+        assert stamp["commit"] == git_commit()
     with pytest.raises(ValueError, match="no rows"):
         plots.save_table([], "empty", profile="quick", dataset="x")
+
+
+def test_a_stamp_names_the_parameters_that_differ_from_the_notebook_defaults(figures_in):
+    kernel_num, preset, progress = 4, "official", False
+    defaults = plots.parameters(locals())
+    kernel_num, progress = 2, True  # what papermill's -p kernel_num 2 -p progress True injects
+    plots.set_context({**locals(), "figures_dir": figures_in}, defaults)
+    try:
+        fig, ax = plt.subplots()
+        paths = plots.save_figure(fig, "k2", profile="quick", dataset="d")
+        plt.close(fig)
+        paths += plots.save_table([{"a": 1}], "k2", profile="quick", dataset="d")
+        assert plots.stamp("quick", "d").endswith(" · params: kernel_num=2")
+        for p in paths:
+            assert read_stamp(p)["params"] == "kernel_num=2", p
+    finally:
+        plots.set_context({}, {})
+    assert " · params" not in plots.stamp("quick", "d")
 
 
 def test_smoke_figures_never_land_in_figures():
@@ -97,3 +114,13 @@ def test_gradcam_layer_choice_maps_and_object_share():
     on_top[0, 0] = 1.0
     assert gradcam.heat_on_object(on_top, display) == pytest.approx([1.0])
     assert gradcam.heat_on_object(np.ones((1, 4, 4)), display) == pytest.approx([0.5])
+
+
+def test_drawing_modules_import_no_training_or_benchmark_code():
+    code = ("import importlib, pkgutil, sys, fmd.plots\n"
+            "for m in pkgutil.iter_modules(fmd.plots.__path__):\n"
+            "    importlib.import_module('fmd.plots.' + m.name)\n"
+            "print(sorted(k for k in sys.modules if k in ('fmd.train', 'fmd.bench', 'fmd.gradcam',"
+            " 'fmd.chapters') or k.startswith('fmd.chapters.')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -332,3 +332,17 @@ def test_every_committed_record_keeps_its_run_key():
     for record in records:
         config = TrainConfig.from_dict(record["config"])
         assert config.key() == record["key"] and run_name(config.identity()) == record["name"]
+
+
+def test_chapter_08_looks_up_chapter_04s_grids_and_chapter_05s_knobs():
+    from fmd.chapters import ch04_temperature_and_k as ch04, ch05_attention_ablation as ch05
+
+    sweeps = ch04.sweep_configs("quick")
+    assert sorted(sweeps["T_k"]) == sorted(float(t) for t in ch04.TEMPERATURES)
+    assert sorted(sweeps["K"]) == sorted(ch04.KERNEL_NUMS)
+    assert sorted(ch04.sweep_configs("smoke")["T_k"]) == sorted(float(t) for t in ch04.SMOKE_TEMPERATURES)
+    assert sweeps["K"][ch04.KERNEL_NUM].key() == sweeps["reference"].key()
+    assert [c.seed for c in sweeps["seeds"].values()] == list(ch04.SEEDS)
+    full = ch05.default_configs("quick")["input+kernel+output"]
+    assert {k: getattr(full, k) for k in ch05.DEFAULTS} == ch05.DEFAULTS
+    assert ch05.default_configs("quick", kernel_num=2)["kernel"].kernel_num == 2

@@ -1,16 +1,18 @@
-"""Figures and tables: one style, one stamp; one module per notebook chapter with its figures.
+"""Drawing: one style, one stamp. ``fmd/plots/chNN_<chapter>.py`` draws chapter NN's figures.
 
-Every figure is saved as PNG and PDF under ``figures/`` with a caption line naming the profile,
-the dataset and the commit; every table as CSV and Markdown with the same stamp. Numbers from
-papers (``fmd.reference``) are passed in separately and labelled as published.
+The drawing modules only draw: they take rows and records (made by :mod:`fmd.chapters`) and return
+matplotlib figures; they import no training, benchmark or model-loading code. This module saves
+them: every figure as PNG and PDF under ``figures/`` with a caption line naming the profile, the
+dataset, the commit and any notebook parameter that differs from the chapter's default, the same
+line stored in the file's metadata (:func:`fmd.provenance.read_stamp` reads it back); every table
+as CSV and Markdown with the same stamp (:func:`fmd.tables.write_table`). Numbers from papers
+(``fmd.reference``) are passed in separately and labelled as published.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -18,13 +20,16 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))  # headless under papermill 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..bench import git_commit  # noqa: E402
+from .. import provenance  # noqa: E402
 from ..conv import CONVS  # noqa: E402
+from ..profiles import get_profile  # noqa: E402
+from ..provenance import FIGURES, REPO_ROOT  # noqa: E402
+from ..tables import write_table  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-FIGURES = REPO_ROOT / "figures"
 # The smoke profile (tests, CI) must not overwrite the committed figures of a real run.
 SMOKE_FIGURES = REPO_ROOT / "build" / "smoke-figures"
+# Notebook parameters that change where or how a run is shown, never what it computes.
+UNSTAMPED = ("profile", "figures_dir", "progress")
 
 
 def use_style() -> None:
@@ -34,16 +39,40 @@ def use_style() -> None:
                          "axes.titleweight": "bold"})
 
 
-def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
-    """The provenance line every figure and table carries."""
-    return f"profile: {profile} · dataset: {dataset} · commit: {commit or git_commit()}"
-
-
 _figures_override: Optional[Path] = None
+_changed_parameters = ""
+
+
+def parameters(namespace: Mapping[str, Any]) -> dict:
+    """A copy of a notebook's ``parameters`` cell values (call it at the cell's end with globals()).
+
+    papermill's ``-p`` overrides land in a cell after it, so :func:`set_context` can name them.
+    """
+    plain = (bool, int, float, str, type(None), list, tuple, dict)
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in namespace.items()
+            if not k.startswith("_") and k not in ("In", "Out") and isinstance(v, plain)}
+
+
+def set_context(namespace: Mapping[str, Any], parameter_defaults: Mapping[str, Any]) -> None:
+    """Set up saving for one notebook run: its ``figures_dir`` and the parameters it changed.
+
+    Every stamp of the run then ends with ``· params: name=value, …`` for each parameter whose value
+    in ``namespace`` differs from ``parameter_defaults`` (see :func:`parameters`).
+    """
+    global _changed_parameters
+    if "profile" in namespace:  # a mistyped profile stops the notebook before any work
+        get_profile(namespace["profile"])
+    set_figures_dir(namespace.get("figures_dir"))
+    _changed_parameters = provenance.changed_parameters(parameter_defaults, namespace, UNSTAMPED)
+
+
+def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
+    """The provenance line every figure and table of this run carries."""
+    return provenance.stamp(profile, dataset, commit, _changed_parameters)
 
 
 def set_figures_dir(path: Optional[object]) -> None:
-    """Send every figure and table of this session to ``path`` (None: the profile's folder).
+    """Send every figure and table this process saves to ``path`` (None: the profile's folder).
 
     Notebooks call it with their ``figures_dir`` parameter, so a papermill sweep can write each
     copy's figures apart instead of over the committed ones. A relative path is taken from the
@@ -62,57 +91,45 @@ def figures_dir(profile: str) -> Path:
 
 def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str,
                 out_dir: Optional[Path] = None) -> List[Path]:
-    """Add the provenance caption and save ``name``.png and .pdf; returns the paths."""
+    """Add the provenance caption and save ``name``.png and .pdf (stamp in their metadata too)."""
     out_dir = Path(out_dir or figures_dir(profile))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    line = stamp(profile, dataset)
     # Put the caption under everything already drawn (legends below the axes included).
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
-    fig.text(0.01, min(bottom, 0.0) - 0.01, stamp(profile, dataset), fontsize=7, color="0.35",
-             ha="left", va="top")
+    fig.text(0.01, min(bottom, 0.0) - 0.01, line, fontsize=7, color="0.35", ha="left", va="top")
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        fig.savefig(tmp, bbox_inches="tight",
-                    metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(tmp, path)
+        with provenance.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight",
+                        metadata=provenance.figure_metadata(line, ext))
         paths.append(path)
     return paths
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
 
 
 def save_table(rows: Sequence[Mapping[str, object]], name: str, *, profile: str, dataset: str,
                title: str = "", out_dir: Optional[Path] = None,
                columns: Optional[Sequence[str]] = None) -> List[Path]:
     """Save rows as ``name``.csv and ``name``.md, each stamped with profile, dataset and commit."""
-    if not rows:
-        raise ValueError(f"table {name!r} has no rows")
-    out_dir = Path(out_dir or figures_dir(profile))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    columns = list(columns or rows[0].keys())
-    line = stamp(profile, dataset)
-    buf = io.StringIO()
-    buf.write(f"# {line}\n")
-    writer = csv.DictWriter(buf, columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    md = ([f"**{title}**", ""] if title else []) + [
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    md += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
-    md += ["", f"<sub>{line}</sub>", ""]
-    paths = []
-    for ext, text in (("csv", buf.getvalue()), ("md", "\n".join(md))):
-        path = out_dir / f"{name}.{ext}"
-        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    return write_table(rows, Path(out_dir or figures_dir(profile)), name,
+                       line=stamp(profile, dataset), title=title, columns=columns)
+
+
+def figure_legend(fig: plt.Figure, axes: Sequence[plt.Axes], *, y: float, ncol: Optional[int] = None,
+                  title: str = "", top: float = 0.9) -> None:
+    """One legend for the whole figure, centred at height ``y``: every label of ``axes`` once.
+
+    With a ``title``, it is drawn above and the axes are laid out below ``top`` (legend between).
+    """
+    handles: dict = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if title:
+        fig.suptitle(title, fontweight="bold", fontsize=11, y=0.995)
+        fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=ncol or len(handles),
+               fontsize=8.5, frameon=False, bbox_to_anchor=(0.5, y))
 
 
 def conv_color(conv: str) -> str:

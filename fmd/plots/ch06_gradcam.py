@@ -1,16 +1,20 @@
 """Figures of chapter 06 (where the models with different attentions look): Grad-CAM++ grids.
 
-The heat maps come from :mod:`fmd.gradcam`; this module only draws them.
+The heat maps come from :mod:`fmd.gradcam` (chapter 06 has no experiment code of its own: its
+models are chapter 05's runs, :func:`fmd.chapters.ch05_attention_ablation.default_configs`); this
+module only draws them.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from . import use_style
-from ..gradcam import HeatMaps, ImageBatch
+
+if TYPE_CHECKING:  # fmd.gradcam loads trained models; drawing only needs its result types
+    from ..gradcam import HeatMaps, ImageBatch
 
 
 def _show(ax: plt.Axes, image: np.ndarray) -> None:

@@ -18,33 +18,10 @@ from . import conv_color, use_style
 from ..attention import (Attention, AttentionTrunk, KernelAttention, SigmoidGate, SoftmaxAttention,
                          iter_tempered)
 from ..conv import FMDConv2d
+from ..metrics import softmax_entropy
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers the notebook calls
-
-
-def example_batch(batch_size: int = 8, seed: int = 0) -> Dict[str, object]:
-    """A batch of Fashion-MNIST test images via :mod:`fmd.data`, or random normal data without it.
-
-    Returns ``images`` (B×1×32×32 uint8 for display, or None), ``x`` (the normalised float batch),
-    ``targets`` (class names, or None) and ``dataset`` (what the batch is, for captions).
-    """
-    try:
-        from ..data import BatchLoader, get_datasets
-
-        _, test = get_datasets("fashion_mnist", test_subset=batch_size, seed=seed)
-    except (ImportError, FileNotFoundError):
-        g = torch.Generator().manual_seed(seed)
-        return {"images": None, "x": torch.randn(batch_size, 1, 32, 32, generator=g),
-                "targets": None, "dataset": "random normal (Fashion-MNIST not found)"}
-    x, targets = next(iter(BatchLoader(test, batch_size)))
-    return {"images": test.images, "x": x, "targets": [test.classes[t] for t in targets.tolist()],
-            "dataset": f"Fashion-MNIST test split ({batch_size} images)"}
-
-
-def softmax_entropy(probs: Tensor) -> Tensor:
-    """Entropy in nats of probability vectors along the last dimension."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+# What the layer is made of (read from its submodules)
 
 
 def _linear(m: nn.Linear) -> str:

@@ -1,0 +1,146 @@
+"""Chapter 05 (which of FMDConv's attentions pay for their cost: the paper's Figure 3).
+
+The ablation scores each combination of FMDConv's three attentions by accuracy and by IES and RCS
+(:mod:`fmd.metrics`). Every number comes from a run record (:mod:`fmd.runs`) or from a batch-1
+latency measured in the notebook run. Chapters 06 and 08 take their runs from
+:func:`default_configs`.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torch import nn
+
+from .. import profiles
+from ..complexity import inference_step, interleaved_times, round_medians, sync_for
+from ..conv import FMD_ATTENTIONS, FMDConv2d
+from ..metrics import speed_accuracy
+from ..train import TrainConfig
+from .ch03_training import run_all
+
+# The ablation: the static baseline, FMDConv with every attention off, then every non-empty subset
+# of (input, kernel, output), in the order the figures list them.
+ATTENTION_SETS: Dict[str, Optional[Tuple[str, ...]]] = {
+    "static": None,
+    "none": (),
+    "input": ("input",),
+    "kernel": ("kernel",),
+    "output": ("output",),
+    "input+kernel": ("input", "kernel"),
+    "input+output": ("input", "output"),
+    "kernel+output": ("kernel", "output"),
+    "input+kernel+output": FMD_ATTENTIONS,
+}
+
+
+# The chapter's FMDConv knobs at their defaults: the profile's default FMDConv ablation run.
+DEFAULTS: Dict[str, Any] = {"kernel_num": 4, "preset": "official", "kernel_temperature": 34.0,
+                            "gate_temperature": 30.0}
+
+
+def default_configs(profile: str, sets: Optional[Sequence[str]] = None,
+                    **overrides: Any) -> Dict[str, TrainConfig]:
+    """The chapter's runs: :func:`ablation_configs` at :data:`DEFAULTS` (``overrides`` win)."""
+    return ablation_configs(profile, sets, **{**DEFAULTS, **overrides})
+
+
+def ablation_configs(profile: str, sets: Optional[Sequence[str]] = None,
+                     **overrides: Any) -> Dict[str, TrainConfig]:
+    """The training config of each attention set (``fmd.profiles.ablation_config``).
+
+    ``overrides`` go to every config (``None`` values are left out, so ``epochs=None`` keeps the
+    profile's); the static baseline ignores FMDConv's knobs, so its run key does not see them.
+    """
+    names = list(ATTENTION_SETS) if sets is None else list(sets)
+    unknown = [n for n in names if n not in ATTENTION_SETS]
+    if unknown:
+        raise ValueError(f"unknown attention set(s) {unknown}; choose from {tuple(ATTENTION_SETS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    configs = {}
+    for name in names:
+        attentions = ATTENTION_SETS[name]
+        if attentions is None:
+            configs[name] = profiles.ablation_config(profile, conv="static", **given)
+        else:
+            configs[name] = profiles.ablation_config(profile, conv="fmdconv",
+                                                     attentions=attentions, **given)
+    return configs
+
+
+def branch_rows(configs: Mapping[str, TrainConfig], channels: int = 16) -> List[Dict[str, Any]]:
+    """Per set: the branches one of its block convolutions has, and how it mixes its K kernels."""
+    rows = []
+    for name, config in configs.items():
+        row: Dict[str, Any] = {"set": name, "conv": config.conv,
+                               "attentions": "—" if config.conv == "static"
+                               else ", ".join(config.attentions) or "(none)"}
+        options = config.conv_options()
+        if config.conv == "static":
+            row.update({"branches": "—", "kernels": 1, "kernel mix": "—"})
+        else:
+            layer = FMDConv2d(channels, channels, 3, 1, 1, **options)
+            row["branches"] = ", ".join(n for n in ("trunk", "input_head", "output_head",
+                                                    "kernel_attention")
+                                        if getattr(layer, n) is not None) or "—"
+            row["kernels"] = layer.kernel_num
+            row["kernel mix"] = ("softmax per sample" if layer.kernel_attention is not None
+                                 else "uniform mean")
+        rows.append(row)
+    return rows
+
+
+def run_ablation(configs: Mapping[str, TrainConfig], profile: str, *,
+                 progress: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Train (or fetch from the run cache) every config; returns the records by set name.
+
+    The chapter times the trained models, so a run whose checkpoint is missing is trained again
+    here, before its record is read (``train_all(checkpoints=True)``).
+    """
+    return run_all(configs, profile, progress=progress, checkpoints=True)
+
+
+def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int], *,
+                      repeats: int = 20, rounds: int = 5, warmup: int = 3,
+                      threads: Optional[int] = None) -> Dict[str, Dict[str, float]]:
+    """Batch-1 latency of every model in ms: ``rounds`` interleaved rounds of ``repeats`` timings.
+
+    Each round times every model in turn (in a rotated order), so a change of load on the machine
+    hits every model alike; a model's latency is the median of its per-round medians, with the
+    smallest and largest round medians as its spread. ``threads`` sets torch's threads for the
+    measurement and is restored afterwards.
+    """
+    steps = {name: inference_step(model, input_size) for name, model in models.items()}
+    device = next(next(iter(models.values())).parameters()).device
+    medians = round_medians(interleaved_times(steps, rounds=rounds, repeats=repeats, warmup=warmup,
+                                              threads=threads, rotate=True,
+                                              synchronize=sync_for(device)))
+    return {n: {"median_ms": 1000 * statistics.median(v), "min_round_ms": 1000 * min(v),
+                "max_round_ms": 1000 * max(v), "samples": rounds * repeats}
+            for n, v in medians.items()}
+
+
+def ablation_rows(configs: Mapping[str, TrainConfig], records: Mapping[str, Mapping[str, Any]],
+                  latencies: Mapping[str, Mapping[str, float]]) -> List[Dict[str, Any]]:
+    """One row per set: accuracy, params, MACs, latency, and IES/RCS on both cost bases."""
+    rows = []
+    for name, config in configs.items():
+        r = records[name]
+        top1 = r["final"]["test_top1"]
+        mmacs = r["macs"] / 1e6  # millions: the quick profile's networks are small
+        ms = latencies[name]["median_ms"]
+        by_macs, by_time = speed_accuracy(top1, mmacs), speed_accuracy(top1, ms)
+        rows.append({
+            "set": name, "conv": config.conv,
+            "attentions": "—" if config.conv == "static" else "+".join(config.attentions) or "none",
+            "top1 %": top1, "top5 %": r["final"]["test_top5"], "params": r["params"],
+            "MMACs": round(r["macs"] / 1e6, 3),
+            "latency ms (b=1)": ms, "latency min round ms": latencies[name]["min_round_ms"],
+            "latency max round ms": latencies[name]["max_round_ms"],
+            "eval ms/image (record, b=%d)" % r["speed"]["eval_batch_size"]:
+                r["speed"]["eval_ms_per_image"],
+            "IES MMACs": by_macs["ies"], "RCS per MMAC": by_macs["rcs"],
+            "IES ms": by_time["ies"], "RCS per ms": by_time["rcs"],
+            "train s": r["wall_time_s"], "run": r["name"],
+        })
+    return rows

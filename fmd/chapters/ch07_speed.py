@@ -1,0 +1,192 @@
+"""Chapter 07 (speed: dynamic against static convolution): strategies, their timing, the benchmark tables.
+
+The benchmark tables come from :mod:`fmd.bench` (``figures/bench_<device><tag>.json``, one row per
+case and conv, each with the machine it ran on); the strategy tables are read from the layers'
+``last_strategy`` after a forward pass. Nothing here types in a timing.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from functools import partial
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..complexity import interleaved_times, round_medians
+from ..conv import DynamicConv2dBase, make_conv
+from ..engine import STRATEGIES, applicable_strategies, choose_strategy
+from ..models import ResNet
+from ..plots.ch07_speed import machine_label
+
+
+Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
+
+
+def strategy_configs(kernel_num: int = 4, condconv_experts: int = 8) -> Dict[str, Config]:
+    """The dynamic convs of the chapter, plus FMDConv without kernel attention (the shared path)."""
+    return {
+        "condconv": ("condconv", {"num_experts": condconv_experts}),
+        "dyconv": ("dyconv", {"kernel_num": kernel_num}),
+        "odconv": ("odconv", {"kernel_num": kernel_num}),
+        "fmdconv": ("fmdconv", {"kernel_num": kernel_num}),
+        "fmdconv, no kernel att.": ("fmdconv", {"kernel_num": kernel_num,
+                                                "attentions": ("input", "output")}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Which strategy each layer can use and picks
+
+
+def applicable_rows(configs: Mapping[str, Config], channels: int = 16) -> List[Dict[str, Any]]:
+    """Per conv: the attentions it computes and the strategies that compute it exactly."""
+    rows = []
+    x = torch.randn(2, channels, 8, 8)
+    for name, (conv, options) in configs.items():
+        layer = make_conv(conv, channels, channels, 3, 1, 1, bias=False, **options).eval()
+        with torch.no_grad():
+            att = layer.attend(x)
+        rows.append({"conv": name,
+                     "attentions": "+".join(k for k in ("input", "kernel", "spatial", "output")
+                                            if getattr(att, k) is not None),
+                     "applicable strategies": ", ".join(applicable_strategies(att, layer.geometry)),
+                     "auto at batch 1": choose_strategy(x[:1], layer.weight, att, layer.geometry),
+                     "auto at batch 2, 8×8 map": choose_strategy(x, layer.weight, att,
+                                                                 layer.geometry)})
+    return rows
+
+
+def strategy_rows(configs: Mapping[str, Config], batches: Sequence[int] = (1, 128),
+                  depth: int = 18, stem: str = "cifar", size: int = 32, width: int = 64,
+                  num_classes: int = 100, train: bool = True) -> List[Dict[str, Any]]:
+    """One row per dynamic layer of a ResNet: its output map and the strategy each conv picks.
+
+    The models live on PyTorch's meta device (shapes, no storage): ``choose_strategy`` reads only
+    shapes, so a batch-128 training forward costs nothing here.
+    """
+    picks: Dict[str, Dict[int, Dict[str, str]]] = {}
+    shapes: Dict[str, str] = {}
+    for name, (conv, options) in configs.items():
+        with torch.device("meta"):
+            model = ResNet(depth, conv, num_classes, stem, width, **options)
+        model.train(train)
+        picks[name] = {}
+        for batch in batches:
+            hooks = []
+
+            def keep_shape(module: nn.Module, inputs: Any, output: torch.Tensor, name: str) -> None:
+                shapes.setdefault(name, tuple(output.shape[1:]))
+
+            for layer_name, m in model.named_modules():
+                if isinstance(m, DynamicConv2dBase):
+                    hooks.append(m.register_forward_hook(
+                        lambda mod, inp, out, n=layer_name: keep_shape(mod, inp, out, n)))
+            with torch.set_grad_enabled(train):
+                model(torch.empty(batch, 3, size, size, device="meta"))
+            for h in hooks:
+                h.remove()
+            picks[name][batch] = {n: m.last_strategy for n, m in model.named_modules()
+                                  if isinstance(m, DynamicConv2dBase)}
+    rows = []
+    for layer_name, (c, h, w) in shapes.items():
+        row: Dict[str, Any] = {"layer": layer_name, "output": f"{c}×{h}×{w}",
+                               "positions": h * w}
+        for name in configs:
+            row[name] = " / ".join(picks[name][b][layer_name] for b in batches)
+        rows.append(row)
+    return rows
+
+
+def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batch: int = 32,
+                         repeats: int = 5, warmup: int = 1, seed: int = 0,
+                         threads: Optional[int] = None, rounds: int = 3) -> List[Dict[str, Any]]:
+    """Time one training step (forward + backward) of a C→C 3×3 layer with each strategy.
+
+    ``stages`` lists (channels, map size) pairs, e.g. the four stages of a CIFAR ResNet-18. Each
+    dynamic strategy is timed beside a static ``nn.Conv2d`` of the same shape, in the same call,
+    in ``rounds`` interleaved rounds (static, then each strategy) of ``repeats`` timings: a burst of
+    load on a shared machine then hits one round of every layer rather than all of one layer. A
+    layer's time is the median of its round medians.
+    """
+    conv, options = config
+    rows = []
+    for channels, size in stages:
+        torch.manual_seed(seed)
+        x = torch.randn(batch, channels, size, size)
+        static = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        probe = make_conv(conv, channels, channels, 3, 1, 1, bias=False, **options)
+        with torch.no_grad():
+            att = probe.attend(x)
+        auto = choose_strategy(x, probe.weight, att, probe.geometry)
+        candidates = [s for s in STRATEGIES[1:] if s in applicable_strategies(att, probe.geometry)]
+
+        def step(layer: nn.Module, x: torch.Tensor = x) -> None:
+            layer.zero_grad(set_to_none=True)
+            layer(x).square().mean().backward()
+
+        layers = {"static": static}
+        layers.update({strategy: make_conv(conv, channels, channels, 3, 1, 1, bias=False,
+                                           strategy=strategy, **options).train()
+                       for strategy in candidates})
+        times = round_medians(interleaved_times(
+            {name: partial(step, layer) for name, layer in layers.items()}, rounds=rounds,
+            repeats=repeats, warmup=warmup, threads=threads))
+        base = statistics.median(times["static"])
+        for strategy in candidates:
+            median = statistics.median(times[strategy])
+            rows.append({"channels": channels, "map": f"{size}×{size}", "positions": size * size,
+                         "batch": batch, "strategy": strategy, "auto picks": auto == strategy,
+                         "static ms": 1e3 * base, "dynamic ms": 1e3 * median,
+                         "time ×static": median / base})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark tables
+
+
+def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json"
+                      ) -> Dict[str, List[Dict[str, Any]]]:
+    """Every ``pattern`` file in ``folders`` (each file once), keyed by its file name."""
+    tables: Dict[str, List[Dict[str, Any]]] = {}
+    seen = set()
+    for folder in folders:
+        for path in sorted(Path(folder).glob(pattern)):
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            rows = json.loads(path.read_text())
+            if rows:
+                tables[path.name] = rows
+    return tables
+
+
+def load_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
+    """Every ``breakdown_*.json`` that ``python -m fmd.bench --breakdown`` wrote in ``folders``."""
+    return load_bench_tables(folders, "breakdown_*.json")
+
+
+def bench_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """All tables' rows flattened for printing and saving, with their file and machine."""
+    rows = []
+    for name, table in tables.items():
+        for r in table:
+            rows.append({"table": name, "machine": machine_label(table), "case": r["name"],
+                         "conv": r["conv"], "median ms": 1e3 * r["median_s"],
+                         "time ×static": r["time_ratio"], "peak MB": r["peak_mb"],
+                         "memory ×static": r["memory_ratio"], "strategies": r["strategies"]})
+    return rows
+
+
+def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """All breakdown tables' rows, rounded for printing and saving, with their file."""
+    return [{"table": name, "case": r["name"], "conv": r["conv"],
+             "static ms": round(r["static_ms"], 1), "dynamic ms": round(r["dynamic_ms"], 1),
+             "time ×static": round(r["time_ratio"], 2), "mix ×": round(r["mix_x"], 2),
+             "attention ×": round(r["attention_x"], 2), "rest ×": round(r["rest_x"], 2),
+             "bank MB": round(r["bank_mb"]), "mix GB/s": round(r["mix_gb_s"], 1),
+             "read GB/s": round(r["read_gb_s"], 1), "floor ×": round(r["floor_ratio"], 2)}
+            for name, table in tables.items() for r in table]

@@ -1,0 +1,119 @@
+"""Chapter 08 (the paper's figures and tables, regenerated from run records).
+
+Nothing here trains. Records are looked up by the configs the chapters that made them define
+(:mod:`.ch03_training`, :mod:`.ch04_temperature_and_k`, :mod:`.ch05_attention_ablation`), so a
+figure is redrawn from the same runs; a missing run is reported with the chapter that makes it.
+Published numbers (:mod:`fmd.reference`) only ever appear in their own tables, labelled "published".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+
+from .. import reference, runs
+from ..plots import label
+from ..profiles import runs_root
+from ..train import TrainConfig, build_model
+
+Record = Dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def stored(configs: Mapping[Hashable, TrainConfig], profile: str
+           ) -> Tuple[Dict[Hashable, Record], List[Hashable]]:
+    """The stored records of ``configs`` (never trains), and the names of those not run yet."""
+    root = runs_root(profile)
+    found = {name: runs.load_record(config.identity(), root) for name, config in configs.items()}
+    return ({n: r for n, r in found.items() if r is not None},
+            [n for n, r in found.items() if r is None])
+
+
+def report(what: str, found: Mapping[Hashable, Any], missing: Sequence[Hashable],
+           chapter: str, skips: bool = True) -> bool:
+    """Print what was found for one figure and which chapter makes what is missing; True if any.
+
+    ``skips``: the figure is skipped when this set is empty (say so); False for a part of a figure.
+    """
+    total = len(found) + len(missing)
+    print(f"{what}: {len(found)} of {total} runs found")
+    if missing:
+        print(f"  not run yet: {', '.join(map(str, missing))} — run notebooks/{chapter} "
+              f"under this profile to make them")
+    if not found and skips:
+        print("  skipped: nothing to draw")
+    return bool(found)
+
+
+def inventory(profile: str) -> List[Dict[str, Any]]:
+    """Every record under the profile's runs root, counted by dataset, recipe and conv."""
+    counts: Dict[Tuple[str, str, str], int] = {}
+    for r in runs.list_records(runs_root(profile)):
+        c = r["config"]
+        key = (c["dataset"], c["recipe"], c["conv"])
+        counts[key] = counts.get(key, 0) + 1
+    return [{"dataset": d, "recipe": rc, "conv": cv, "records": n}
+            for (d, rc, cv), n in sorted(counts.items())]
+
+
+def ablation_models(configs: Mapping[str, TrainConfig], records: Mapping[str, Record]) -> Dict[str, Any]:
+    """Each record's architecture, built from its config (weights do not change the timing)."""
+    return {name: build_model(configs[name], r["num_classes"], r["input_size"][1])
+            for name, r in records.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def published_rows(archs: Sequence[str] = ("resnet18",),
+                   tables: Sequence[str] = ("odconv_imagenet", "fashion_mnist", "paper_claims"),
+                   ) -> List[Dict[str, Any]]:
+    """Published figures for ``archs`` (fmd.reference), one row per table, arch and method."""
+    rows = []
+    for table in tables:
+        for (arch, method), figures in reference.ALL[table].items():
+            if arch not in archs:
+                continue
+            row: Dict[str, Any] = {"published in": table, "arch": arch, "method": method}
+            for metric, p in figures.items():
+                row[f"{metric} (published, {p.unit})"] = p.value
+            row["source"] = "; ".join(dict.fromkeys(p.source for p in figures.values()))
+            rows.append(row)
+    return rows
+
+
+def speed_accuracy_rows(records: Mapping[str, Record],
+                        bench_tables: Mapping[str, Sequence[Mapping[str, Any]]] = {},
+                        cases: Sequence[str] = ()) -> List[Dict[str, Any]]:
+    """Per chapter-3 run: top-1, cost per image and IES / RCS on both cost bases of its record.
+
+    With benchmark tables, adds each conv's measured time ratio against static for ``cases``
+    (whole-network timings of fmd.bench: another model size than the trained one, see the column).
+    """
+    rows = []
+    for r in records.values():
+        conv = r["config"]["conv"]
+        macs, time = r["speed_accuracy"]["macs"], r["speed_accuracy"]["eval_time"]
+        row: Dict[str, Any] = {
+            "conv": label(conv), "K": 1 if conv == "static" else r["config"]["kernel_num"],
+            "top-1 (%)": round(r["final"]["test_top1"], 2), "params": r["params"],
+            "MMACs/image": round(1e3 * macs["cost_per_image"], 3),
+            "IES (MMACs)": _round(macs["ies"], 1e3), "RCS (per MMAC)": _round(macs["rcs"], 1e-3),
+            "eval ms/image (record)": round(time["cost_per_image"], 4),
+            "IES (ms)": _round(time["ies"]), "RCS (per ms)": _round(time["rcs"]),
+        }
+        for name, table in bench_tables.items():
+            for case in cases:
+                match = [b for b in table if b["name"] == case and b["conv"] == conv]
+                if match:
+                    row[f"bench time ×static: {case} ({Path(name).stem})"] = round(
+                        match[0]["time_ratio"], 2)
+        rows.append(row)
+    return rows
+
+
+def _round(value: Optional[float], scale: float = 1.0) -> Optional[float]:
+    return None if value is None else round(value * scale, 4)
