@@ -351,3 +351,25 @@ def test_the_paper_profile_lets_the_chapters_download_cifar(monkeypatch):
     for profile, download in (("paper", True), ("quick", False)):
         ch03.run_all({}, profile)
         assert seen["download"] is download
+
+
+def test_the_notebook_runner_refuses_a_read_only_folder_and_survives_a_kill(tmp_path, capsys,
+                                                                               monkeypatch):
+    import shutil
+    folder = unwritable_folder(tmp_path)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", folder)
+    monkeypatch.setattr(reproduce, "find_notebooks", lambda *a, **k: [folder / "01_x.ipynb"])
+    assert reproduce.main(["--profile", "smoke"]) == 1
+    assert "cannot write" in one_error_line(capsys)
+    # A run killed midway leaves the notebook it was executing as it was.
+    copy = tmp_path / "01_attention_branches.ipynb"
+    shutil.copy(REPO / "notebooks" / copy.name, copy)
+    before = copy.read_bytes()
+    started = subprocess.Popen(
+        [sys.executable, "-c", f"from fmd import reproduce; from pathlib import Path; "
+                               f"reproduce.run_notebook(Path({str(copy)!r}), 'smoke')"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random().uniform(1.0, 4.0))
+    started.send_signal(signal.SIGKILL)
+    started.wait()
+    assert copy.read_bytes() == before
