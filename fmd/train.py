@@ -115,7 +115,7 @@ class TrainConfig:
         # stage's 1×1 maps): refused here, before any work (the loader drops a short last batch).
         self._require("batch_size", self.batch_size >= 2, "at least 2 (BatchNorm trains on batches)")
         self._require("train_subset", self.train_subset is None or self.train_subset >= 2,
-                 "at least 2 images or None (BatchNorm trains on batches)")
+                      "at least 2 images or None (BatchNorm trains on batches)")
         check_channels(self.dataset, self.channels)
         self._require("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
         self._require("momentum", 0 <= self.momentum < 1, "in [0, 1)")
@@ -123,7 +123,7 @@ class TrainConfig:
         self._require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
         self._require("anneal_epochs", self.anneal_epochs > 0, "positive")
         self._require("milestones", list(self.milestones) == sorted(set(self.milestones))
-                 and all(m >= 1 for m in self.milestones), "increasing positive epochs")
+                      and all(m >= 1 for m in self.milestones), "increasing positive epochs")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         self.schedules()  # a temperature schedule that cannot run is refused here, by name
@@ -774,8 +774,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         print(runs.run_dir(config.identity(), args.runs_root))
         return 0
-    if args.resume and not args.force and not checkpoint_path(config, args.runs_root).exists():
-        _explain_missing_checkpoint(config, args.runs_root)
+    if (args.resume and not args.force and not checkpoint_path(config, args.runs_root).exists()
+            and runs.load_record(config.identity(), args.runs_root) is None):
+        _explain_missing_checkpoint(config, args.runs_root)  # a finished run is simply returned
     record = train(config, args.runs_root, data_root=args.data_root, force=args.force,
                    resume=args.resume, progress=not (args.no_progress or args.quiet),
                    verbose=not args.quiet, download=args.download)

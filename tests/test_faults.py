@@ -3,6 +3,7 @@ import errno
 import gzip
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,13 @@ def test_resume_names_the_unfinished_run_whose_flags_differ(tmp_path, capsys):
     assert "has no checkpoint" in line and "threads (here 2, there 1)" in line
     assert load_checkpoint(checkpoint_path(config, tmp_path), config)["epoch"] == 1  # kept
     assert main(args) == 0  # with the interrupted command's flags it finishes
+    other = tiny(epochs=1)
+    quiet(other, tmp_path)
+    shutil.rmtree(checkpoint_path(other, tmp_path).parent)  # a fresh clone: the record, no weights
+    assert quiet(tiny(seed=1), tmp_path, stop_after=1) is None  # an unfinished sibling run
+    finished = ["--recipe", "smoke", "--runs-root", str(tmp_path), "--quiet", "--resume",
+                *flags(other)]
+    assert main(finished) == 0  # a finished run's --resume returns its record
 
 
 # ---------------------------------------------------------------------------------------------
