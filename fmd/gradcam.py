@@ -1,7 +1,8 @@
 """Grad-CAM++ heat maps of trained models (chapter 06).
 
-The trained models come from :func:`fmd.train.load_trained`, which retrains a run whose checkpoint
-is missing: records are committed, checkpoints are not.
+The trained models come from :func:`load_models`: a run's checkpoint where there is one, else the
+half-precision weights committed beside its record (:func:`fmd.train.save_weights`), else the run
+is trained again.
 
 Heat maps come from the ``grad-cam`` package's ``GradCAMPlusPlus`` on one stage of the ResNet
 (``layer4`` by default where its map is large enough; small inputs leave it at 1×1, see
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 
 from .conv import FMD_ATTENTIONS
 from .data import get_datasets, make_transforms
-from .train import TrainConfig
+from . import runs
+from .train import WEIGHTS_NAME, TrainConfig, checkpoint_path, load_trained, save_weights
 
 PathLike = Union[str, Path]
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -31,6 +33,21 @@ FIGURE4_MODELS: Dict[str, Tuple[str, ...]] = {
     "output only": ("output",),
     "input+kernel+output": FMD_ATTENTIONS,
 }
+
+
+def load_models(configs: Dict[str, TrainConfig], runs_root: PathLike) -> Dict[str, tuple]:
+    """Each config's trained model (eval mode) and run record, by name. A model loaded from its
+    checkpoint also gets its half-precision weights stored beside its record, so that a clone that
+    has the records but no checkpoints draws the same maps without training."""
+    loaded = {}
+    for name, config in configs.items():
+        loaded[name] = load_trained(config, runs_root)
+        checkpoint = checkpoint_path(config, runs_root)
+        weights = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+        if checkpoint.is_file() and (not weights.is_file()
+                                     or weights.stat().st_mtime < checkpoint.stat().st_mtime):
+            save_weights(config, runs_root)
+    return loaded
 
 
 @dataclass

@@ -47,6 +47,26 @@ def strip_volatile(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+class ProgressLines:
+    """A stream for papermill's ``stderr_file``: passes the training progress lines a notebook
+    prints (those starting with a tag such as ``[run 3/12]``, see :data:`fmd.train.PROGRESS_TAG`)
+    on to ``out``, indented, and drops everything else."""
+
+    TAGS = ("[run ", "[train]")
+
+    def __init__(self, out=None) -> None:
+        self.out, self.pending = out, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.startswith(self.TAGS):
+                print("  " + line, file=self.out or sys.stdout, flush=True)
+
+    def flush(self) -> None:
+        pass
+
+
 def run_notebook(path: Path, profile: str) -> float:
     """Execute one notebook in place (only on success); returns seconds taken."""
     import papermill
@@ -56,7 +76,7 @@ def run_notebook(path: Path, profile: str) -> float:
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(path), str(tmp), cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=False, log_output=False)
+                                   progress_bar=False, log_output=False, stderr_file=ProgressLines())
     except KeyboardInterrupt:
         tmp.unlink(missing_ok=True)
         raise

@@ -11,10 +11,12 @@ Command line: ``python -m fmd.train --recipe quick --conv fmdconv`` (``--help`` 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import io
 import json
 import math
+import statistics
 import sys
 import time
 import typing
@@ -33,7 +35,7 @@ from . import cli, runs
 from .provenance import atomic_write_bytes, describe_device, git_state, library_versions
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, BatchLoader, check_channels, get_datasets, make_loaders
-from .metrics import speed_accuracy, topk_correct
+from .metrics import kernel_entropies, speed_accuracy, topk_correct
 from .models import DEPTHS, STEMS, ResNet
 from .temperature import apply_schedules
 
@@ -41,6 +43,11 @@ PathLike = Union[str, Path]
 Name = TypeVar("Name", bound=Hashable)
 LR_SCHEDULES = ("step", "cosine")
 CHECKPOINT_FORMAT = 1
+ENTROPY_IMAGES = 1000  # test images on which a finished run's kernel attentions are measured
+WEIGHTS_NAME = "weights.fp16.pt"  # a finished run's weights in half precision, small enough to commit
+# Every progress line starts with this tag ("[train]", or "[run i/n]" inside train_all), which is
+# how fmd.reproduce picks the training lines out of a notebook's output for its terminal.
+PROGRESS_TAG = contextvars.ContextVar("PROGRESS_TAG", default="[train]")
 
 
 class CheckpointError(RuntimeError):
@@ -490,15 +497,22 @@ def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike]
     a record that tables were already drawn from.
     """
     run = _train_with_weights if checkpoints else partial(train, resume=True)
-    return {name: run(config, runs_root, progress=progress, verbose=verbose, download=download)
-            for name, config in configs.items()}
+    records = {}
+    for i, (name, config) in enumerate(configs.items(), 1):
+        tag = PROGRESS_TAG.set(f"[run {i}/{len(configs)}]")
+        try:
+            records[name] = run(config, runs_root, progress=progress, verbose=verbose, download=download)
+        finally:
+            PROGRESS_TAG.reset(tag)
+    return records
 
 
 def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = None,
                         **options: Any) -> Dict[str, Any]:
-    """Train or fetch run ``config``, training it again where its record is here but not its
-    checkpoint (``force``, rewriting the record); an interrupted run continues."""
+    """Train or fetch run ``config``, training it again where its record is here but neither its
+    checkpoint nor its stored weights (``force``, rewriting the record); an interrupted run continues."""
     again = (not checkpoint_path(config, runs_root).is_file()
+             and not (runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME).is_file()
              and runs.load_record(config.identity(), runs_root) is not None)
     return train(config, runs_root, force=again, resume=not again, **options)
 
@@ -509,18 +523,23 @@ def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                  ) -> Optional[Tuple[nn.Module, Dict[str, Any]]]:
     """The trained model of run ``config`` (eval mode, final temperatures) and its record.
 
-    Records are committed, checkpoints are not: where the checkpoint of a finished run is missing
-    the run is trained again (``force``, rewriting its record) and an interrupted one is continued
-    if ``retrain``; else None is returned.
+    Records are committed, checkpoints are not: where the checkpoint of a finished run is missing,
+    the half-precision weights :func:`save_weights` stored beside its record are loaded; without
+    them the run is trained again (``force``, rewriting its record) and an interrupted one is
+    continued if ``retrain``; else None is returned.
     """
     path = checkpoint_path(config, runs_root)
+    record = runs.load_record(config.identity(), runs_root)
+    stored = None if path.is_file() or record is None else _stored_weights(config, runs_root)
+    if stored is not None:
+        model = build_model(config, record["num_classes"], record["input_size"][1])
+        model.load_state_dict(stored)
+        return model.eval(), record
     if retrain:  # an interrupted (re)training is continued here, a missing one trained
         record = _train_with_weights(config, runs_root, data_root=data_root, progress=progress,
                                      verbose=progress, download=download)
-    else:
-        record = runs.load_record(config.identity(), runs_root)
-        if record is None or not path.is_file():
-            return None
+    elif record is None or not path.is_file():
+        return None
     assert record is not None
     state = load_checkpoint(path, config)
     if state["epoch"] != config.epochs:
@@ -586,9 +605,11 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
                "eval_seconds": test["seconds"], "eval_images_per_s": test["images_per_s"],
                "epoch_seconds": time.perf_counter() - tic}
         history.append(row)
+        left = (config.epochs - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in history)
         say(f"epoch {epoch + 1}/{config.epochs}: train loss {fit['loss']:.4f}, "
             f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
-            f"{fit['images_per_s']:.0f} img/s train, {row['epoch_seconds']:.1f} s")
+            f"{fit['images_per_s']:.0f} img/s train, {row['epoch_seconds']:.1f} s"
+            + (f", ETA {left:.0f} s" if left else ""))
         save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT, "key": key, "config": config.to_dict(), "epoch": epoch + 1,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -612,7 +633,8 @@ def _printer(verbose: bool) -> Callable[[str], None]:
     if not verbose:
         return lambda message: None
     from tqdm.auto import tqdm
-    return lambda message: tqdm.write(message, file=sys.stderr)
+    tag = PROGRESS_TAG.get()
+    return lambda message: tqdm.write(f"{tag} {message}", file=sys.stderr)
 
 
 def _finite(value: float) -> Optional[float]:
@@ -641,6 +663,7 @@ def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model:
     }
     for basis in scores.values():
         basis["ies"] = _finite(basis["ies"])
+    entropy = measure_kernel_entropy(model, first_images(test_loader, ENTROPY_IMAGES))
     return {
         "name": runs.run_name(identity), "key": key, "config": config.to_dict(),
         "final": {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
@@ -657,11 +680,58 @@ def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model:
                   "measured": "train: all epochs' training passes; eval: the last epoch's test "
                               "pass (model and input transforms, at eval_batch_size)"},
         "speed_accuracy": scores,
+        **({"kernel_entropy": entropy} if entropy else {}),
         "wall_time_s": elapsed, "sessions": sessions, "seed": config.seed,
         "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
         "device": describe_device(device), "threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def first_images(loader: BatchLoader, count: int) -> Tensor:
+    """The first ``count`` images ``loader`` yields (transformed as the run's evaluation sees them)."""
+    batches, seen = [], 0
+    for x, _ in loader:
+        batches.append(x)
+        seen += x.shape[0]
+        if seen >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
+def measure_kernel_entropy(model: nn.Module, images: Tensor) -> Optional[Dict[str, Any]]:
+    """Mean entropy (nats) of each FMDConv layer's kernel attention over ``images``, as a run's
+    record keeps it (``None`` for a model without a kernel attention): chapters read it from the
+    record instead of loading the weights."""
+    layers = kernel_entropies(model.eval(), images)
+    return {"images": images.shape[0], "nats": layers} if layers else None
+
+
+def save_weights(config: TrainConfig, runs_root: Optional[PathLike] = None) -> Path:
+    """Store a finished run's weights (and temperature buffers) in half precision beside its
+    record, so that a fresh clone can load the model without training it again."""
+    state = load_checkpoint(checkpoint_path(config, runs_root), config)
+    if state["epoch"] != config.epochs:
+        raise CheckpointError(f"run {runs.run_name(config.identity())} is unfinished "
+                              f"(epoch {state['epoch']} of {config.epochs}); finish it first")
+    half = {name: t.half() if t.is_floating_point() else t for name, t in state["model"].items()}
+    buffer = io.BytesIO()
+    torch.save({"key": config.key(), "model": half}, buffer)
+    path = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _stored_weights(config: TrainConfig, runs_root: Optional[PathLike]) -> Optional[Dict[str, Tensor]]:
+    """The half-precision weights :func:`save_weights` stored for this run, as float32, or None."""
+    path = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if stored.get("key") != config.key():
+        raise CheckpointError(f"{path} belongs to another run (key {stored.get('key')}, expected "
+                              f"{config.key()}); delete it")
+    return {name: t.float() if t.is_floating_point() else t for name, t in stored["model"].items()}
 
 
 # ---------------------------------------------------------------------------------------------

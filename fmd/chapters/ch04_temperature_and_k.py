@@ -11,14 +11,15 @@ import math
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..conv import FMDConv2d
+from .. import runs
+from . import span, top1
 from ..data import get_datasets, make_loaders
-from ..metrics import kernel_entropies
 from ..profiles import ablation_config, runs_root
-from ..train import TrainConfig, load_trained
+from ..train import ENTROPY_IMAGES, TrainConfig, first_images, load_trained, measure_kernel_entropy
+
+Record = Dict[str, Any]
 
 # The paper's grids: initial T_k (preset "paper", T_k degraded by 3 per step) and K (preset
 # "official"); the smoke profile (the tests) trains a subset of each.
@@ -171,13 +172,7 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
 # What the kernel attention of a trained model does
 
 
-def load_model(config: TrainConfig, profile: str) -> Optional[nn.Module]:
-    """The trained model of ``config`` from its checkpoint (eval mode), or None without one."""
-    loaded = load_trained(config, runs_root(profile), retrain=False)
-    return None if loaded is None else loaded[0]
-
-
-def test_images(config: TrainConfig, count: int = 1000) -> Tensor:
+def test_images(config: TrainConfig, count: int = ENTROPY_IMAGES) -> Tensor:
     """The first ``count`` test images of the config's dataset, transformed as the run's test loader."""
     train_set, test_set = get_datasets(config.dataset, train_subset=config.train_subset,
                                        test_subset=config.test_subset, channels=config.channels,
@@ -185,29 +180,127 @@ def test_images(config: TrainConfig, count: int = 1000) -> Tensor:
     _, loader = make_loaders(train_set, test_set, config.batch_size, transform=config.transform,
                              eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
                              device="cpu", seed=config.seed)
-    batches, seen = [], 0
-    for images, _ in loader:
-        batches.append(images)
-        seen += images.shape[0]
-        if seen >= count:
-            break
-    return torch.cat(batches)[:count]
+    return first_images(loader, count)
 
 
-def entropy_rows(configs: Mapping[Hashable, TrainConfig], profile: str, x: Tensor,
-                 group: str) -> List[Dict[str, Any]]:
-    """Kernel-attention entropy per layer of each trained run whose checkpoint is present."""
-    rows = []
+def with_kernel_entropy(configs: Mapping[Hashable, TrainConfig], records: Mapping[Hashable, Record],
+                        profile: str) -> Dict[Hashable, Record]:
+    """The records of ``configs``, each FMDConv run with a kernel attention carrying the entropy of
+    that attention (measured when the run finished). A record written before training recorded it
+    gets it once, from the trained model: loaded from its checkpoint, or trained again."""
+    out = {}
     for name, config in configs.items():
-        model = load_model(config, profile)
-        if model is None:
+        record = records[name]
+        if (config.conv == "fmdconv" and "kernel" in config.attentions
+                and "kernel_entropy" not in record):
+            model, record = load_trained(config, runs_root(profile))
+            if "kernel_entropy" not in record:  # the weights were here: measure them now, keep it
+                record = {**record, "kernel_entropy": measure_kernel_entropy(model, test_images(config))}
+                runs.write_record(record, runs_root(profile))
+        out[name] = record
+    return out
+
+
+def entropy_rows(records: Mapping[Hashable, Record], group: str) -> List[Dict[str, Any]]:
+    """Kernel-attention entropy per layer of each run, read from its record."""
+    rows = []
+    for name, record in records.items():
+        if "kernel_entropy" not in record:
             continue
-        t_final = sorted({m.kernel_attention.head.temperature.item() for m in model.modules()
-                          if isinstance(m, FMDConv2d) and m.kernel_attention is not None})
-        for layer, entropy in kernel_entropies(model, x).items():
-            rows.append({"group": group, "run": name, "preset": config.preset,
-                         "T_k start": config.kernel_temperature, "T_k final": t_final[0],
-                         "K": config.kernel_num, "layer": layer, "entropy (nats)": entropy,
-                         "entropy / ln K": entropy / math.log(config.kernel_num)
-                         if config.kernel_num > 1 else None})
+        c = record["config"]
+        for layer, entropy in record["kernel_entropy"]["nats"].items():
+            rows.append({"group": group, "run": name, "preset": c["preset"],
+                         "T_k start": c["kernel_temperature"],
+                         "T_k final": record["history"][-1]["temperatures"].get("kernel"),
+                         "K": c["kernel_num"], "layer": layer, "entropy (nats)": entropy,
+                         "entropy / ln K": entropy / math.log(c["kernel_num"])
+                         if c["kernel_num"] > 1 else None})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings: the prose under the tables, written from the records so that it cannot contradict them
+
+
+def figure5_reading(temperature_records: Mapping[float, Record], kernel_records: Mapping[int, Record],
+                    reference_record: Record, static_record: Optional[Record],
+                    seed_range: Optional[float]) -> str:
+    """What Figure 5 shows, in Markdown: the sweeps' ranges, whether the coolest starts are the
+    lowest, the constant against the degraded T_k, the best and worst K, and which gaps exceed the
+    range between seeds of the reference run (``seed_range``, in pp; None without seeds)."""
+    run = f"{reference_record['config']['dataset']}, {reference_record['config']['epochs']} epochs"
+    lines = [f"**Reading Figure 5** ({run}, one seed per point; every number below is read from "
+             "the run records):", ""]
+    fmd_top = [top1(r) for r in (*temperature_records.values(), *kernel_records.values())]
+    static_text = "" if static_record is None else \
+        f"; the static network trained the same way reaches {top1(static_record):.2f}%"
+    lines.append(f"* Every FMDConv run of both sweeps ends at {span(fmd_top)} top-1{static_text}.")
+    by_t = sorted(temperature_records.items())
+    if len(by_t) >= 3:
+        ranked = sorted(by_t, key=lambda item: top1(item[1]))
+        coolest = {t for t, _ in by_t[:2]}
+        lowest = {t for t, _ in ranked[:2]}
+        hot = [top1(r) for t, r in by_t if t >= REFERENCE_TEMPERATURE]
+        verdict = "are" if coolest == lowest else "are not"
+        lines.append(
+            f"* **Initial $T_k$ (preset `paper`).** The two coolest starts "
+            f"({', '.join(f'{t:g}' for t, _ in by_t[:2])}: "
+            f"{', '.join(f'{top1(r):.2f}%' for _, r in by_t[:2])}) {verdict} the two lowest of the sweep; "
+            f"the starts from {REFERENCE_TEMPERATURE:g} up span {span(hot)} "
+            f"({max(hot) - min(hot):.2f} pp). The best start is $T_k$ = {ranked[-1][0]:g} "
+            f"({top1(ranked[-1][1]):.2f}%).")
+    degraded = temperature_records.get(float(reference_record["config"]["kernel_temperature"]))
+    if degraded is not None:
+        lines.append(f"* **Constant $T_k$ = {reference_record['config']['kernel_temperature']:g} "
+                     f"(official) against the degraded one from the same start (paper):** "
+                     f"{top1(reference_record):.2f}% against {top1(degraded):.2f}%, "
+                     f"{abs(top1(reference_record) - top1(degraded)):.2f} pp apart.")
+    by_k = sorted(kernel_records.items())
+    if len(by_k) >= 2:
+        best = max(by_k, key=lambda item: top1(item[1]))
+        worst = min(by_k, key=lambda item: top1(item[1]))
+        lines.append(f"* **$K$ (preset `official`).** "
+                     f"{', '.join(f'{top1(r):.2f}%' for _, r in by_k)} for $K$ = "
+                     f"{', '.join(str(k) for k, _ in by_k)}: $K$ = {best[0]} is the best and "
+                     f"$K$ = {worst[0]} the worst.")
+    top5 = [r["final"]["test_top5"] for r in (*temperature_records.values(), *kernel_records.values())]
+    lines.append(f"* **Top-5** spans {span(top5)} over the same runs.")
+    if seed_range is not None:
+        gaps = [abs(top1(a) - top1(b)) for (_, a), (_, b) in zip(by_t, by_t[1:])]
+        below = sum(g <= seed_range for g in gaps)
+        lines += ["", f"Two seeds of the reference run are {seed_range:.2f} pp apart (section 4); "
+                      f"{below} of the {len(gaps)} gaps between neighbouring initial temperatures are "
+                      "no larger than that. A range over two seeds is a lower bound of the noise, not "
+                      "a confidence interval: a gap a few times larger can still be chance."]
+    return "\n".join(lines)
+
+
+def entropy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the kernel-attention entropies say, in Markdown, from :func:`entropy_rows`."""
+    if not rows:
+        return "No run record here carries kernel-attention entropies."
+    per_run: Dict[tuple, List[float]] = {}
+    for r in rows:
+        if r["entropy / ln K"] is not None:
+            run = (r["preset"], r["T_k start"], r["K"], r["run"])
+            per_run.setdefault(run, []).append(r["entropy / ln K"])
+    official = {k: v for k, v in per_run.items() if k[0] == "official"}
+    paper = {k: v for k, v in per_run.items() if k[0] == "paper"}
+    lines = ["**Reading the entropies** (mean over the test images of $H(\\pi)/\\ln K$, per layer):", ""]
+    if official:
+        values = [x for v in official.values() for x in v]
+        ks = sorted({k[2] for k in official})
+        uniform = min(values) >= 0.9995
+        lines.append(f"* Preset `official` (constant $T_k$), $K$ = {', '.join(map(str, ks))}: every layer "
+                     f"of every model lies at {span(values, '', 3)} of $\\ln K$"
+                     + (" — the kernel softmax is uniform to three decimals: each layer convolves every "
+                        "image with the mean of its kernels, plus its input and output gates."
+                        if uniform else "."))
+    if paper:
+        means = {k: sum(v) / len(v) for k, v in paper.items()}
+        sharpest = min(means, key=means.get)
+        lines.append(f"* Preset `paper` (degraded $T_k$, ending at 1): model means span "
+                     f"{span(list(means.values()), '', 3)}; the most selective is the run starting at "
+                     f"$T_k$ = {sharpest[1]:g} (mean {means[sharpest]:.3f}, lowest layer "
+                     f"{min(paper[sharpest]):.3f}).")
+    return "\n".join(lines)

@@ -16,7 +16,8 @@ from .. import profiles
 from ..complexity import inference_step, interleaved_times, round_medians, sync_for
 from ..conv import FMD_ATTENTIONS, FMDConv2d
 from ..metrics import speed_accuracy
-from ..train import TrainConfig
+from ..train import TrainConfig, build_model
+from . import span
 from .ch03_training import run_all
 
 # The ablation: the static baseline, FMDConv with every attention off, then every non-empty subset
@@ -92,12 +93,17 @@ def branch_rows(configs: Mapping[str, TrainConfig], channels: int = 16) -> List[
 
 def run_ablation(configs: Mapping[str, TrainConfig], profile: str, *,
                  progress: bool = False) -> Dict[str, Dict[str, Any]]:
-    """Train (or fetch from the run cache) every config; returns the records by set name.
+    """Train (or fetch from the run cache) every config; returns the records by set name."""
+    return run_all(configs, profile, progress=progress)
 
-    The chapter times the trained models, so a run whose checkpoint is missing is trained again
-    here, before its record is read (``train_all(checkpoints=True)``).
-    """
-    return run_all(configs, profile, progress=progress, checkpoints=True)
+
+def latency_models(configs: Mapping[str, TrainConfig],
+                   records: Mapping[str, Mapping[str, Any]]) -> Dict[str, nn.Module]:
+    """Each run's network as built for training (eval mode), for timing: what a forward pass costs
+    depends on the architecture and the input, not on the values of the trained weights, so the
+    latency needs no checkpoint."""
+    return {name: build_model(config, records[name]["num_classes"], records[name]["input_size"][1]).eval()
+            for name, config in configs.items()}
 
 
 def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int], *,
@@ -144,3 +150,74 @@ def ablation_rows(configs: Mapping[str, TrainConfig], records: Mapping[str, Mapp
             "train s": r["wall_time_s"], "run": r["name"],
         })
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings: the prose under the figures, written from the rows so that it cannot contradict them
+
+
+def _fmd_rows(rows: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    return [r for r in rows if r["conv"] != "static"]
+
+
+def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What panel (a) shows, in Markdown, from :func:`ablation_rows`."""
+    static = next((r for r in rows if r["conv"] == "static"), None)
+    fmd = _fmd_rows(rows)
+    if not fmd:
+        return "No FMDConv set was run."
+    best, worst = max(fmd, key=lambda r: r["top1 %"]), min(fmd, key=lambda r: r["top1 %"])
+    lines = ["**Reading (a)** (one seed per set; every number is read from the table above):", ""]
+    if static is not None:
+        above = [r["set"] for r in fmd if r["top1 %"] >= static["top1 %"]]
+        lines.append(f"* The static network reaches {static['top1 %']:.2f}%. "
+                     + (f"FMDConv sets at or above it: {', '.join(above)}." if above
+                        else "No FMDConv set reaches it."))
+    gap = "" if static is None else f", {static['top1 %'] - best['top1 %']:+.2f} pp from static"
+    lines.append(f"* The best FMDConv set is *{best['set']}* ({best['top1 %']:.2f}%{gap}); the worst is "
+                 f"*{worst['set']}* ({worst['top1 %']:.2f}%), {best['top1 %'] - worst['top1 %']:.2f} pp "
+                 "below the best.")
+    singles = [r for r in fmd if r["attentions"].count("+") == 0 and r["attentions"] != "none"]
+    pairs = [r for r in fmd if r["attentions"].count("+") == 1]
+    if singles and pairs:
+        best_single = max(singles, key=lambda r: r["top1 %"])
+        better_pairs = [r["set"] for r in pairs if r["top1 %"] > best_single["top1 %"]]
+        single_text = ", ".join(f"{r['set']} {r['top1 %']:.2f}%" for r in singles)
+        lines.append(f"* Single attentions: {single_text}; "
+                     f"pairs: {span([r['top1 %'] for r in pairs])}. "
+                     + (f"Pairs above the best single attention ({best_single['set']}): "
+                        f"{', '.join(better_pairs)}." if better_pairs
+                        else f"No pair beats the best single attention ({best_single['set']})."))
+    return "\n".join(lines)
+
+
+def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What panels (b) and (c) show on each cost basis, in Markdown, from :func:`ablation_rows`."""
+    static = next((r for r in rows if r["conv"] == "static"), None)
+    fmd = _fmd_rows(rows)
+    with_kernel = [r for r in fmd if "kernel" in r["attentions"]]
+    without = [r for r in fmd if "kernel" not in r["attentions"]]
+    lines = ["**Reading (b) and (c)** (from the table above):", ""]
+    basis = []
+    if static is not None:
+        basis.append(f"the static network costs {static['MMACs']:.3f} MMACs and "
+                     f"{static['latency ms (b=1)']:.2f} ms (RCS {static['RCS per MMAC']:.3f} per MMAC, "
+                     f"{static['RCS per ms']:.3f} per ms)")
+    for name, group in (("without the kernel attention", without), ("with it", with_kernel)):
+        if group:
+            basis.append(f"the FMDConv sets {name} {span([r['MMACs'] for r in group], ' MMACs', 3)} and "
+                         f"{span([r['latency ms (b=1)'] for r in group], ' ms')} "
+                         f"(RCS {span([r['RCS per MMAC'] for r in group], '', 3)} per MMAC, "
+                         f"{span([r['RCS per ms'] for r in group], '', 3)} per ms)")
+    lines.append("* On one image at batch 1: " + "; ".join(basis) + ".")
+    if static is not None and fmd:
+        ratios = [r["latency ms (b=1)"] / static["latency ms (b=1)"] for r in fmd]
+        lines.append(f"* Every FMDConv set takes {span(ratios, '×')} the static network's latency; "
+                     f"in MACs the ratio is {span([r['MMACs'] / static['MMACs'] for r in fmd], '×')}.")
+    if with_kernel and without:
+        overlap = (min(r["latency ms (b=1)"] for r in with_kernel)
+                   <= max(r["latency ms (b=1)"] for r in without))
+        lines.append("* The latencies of the two groups " + ("overlap" if overlap else "do not overlap")
+                     + "; neighbouring sets closer than the error bars (the spread of the rounds) "
+                       "should not be ranked.")
+    return "\n".join(lines)

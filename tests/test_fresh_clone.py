@@ -1,0 +1,85 @@
+"""What a fresh clone needs: kernel entropies in the records, half-precision weights, visible progress."""
+import io
+import math
+import shutil
+
+import pytest
+import torch
+
+from fmd import runs
+from fmd.chapters import ch04_temperature_and_k as ch04
+from fmd.metrics import kernel_entropies
+from fmd.reproduce import ProgressLines
+from fmd.train import (ENTROPY_IMAGES, WEIGHTS_NAME, CheckpointError, checkpoint_path, load_trained,
+                       make_config, save_weights, train, train_all)
+
+
+def tiny(**overrides):
+    values = dict(train_subset=256, test_subset=128, epochs=1, batch_size=32)
+    values.update(overrides)
+    return make_config("smoke", **values)
+
+
+def test_a_finished_run_records_its_kernel_entropies(tmp_path):
+    config = tiny(conv="fmdconv", kernel_num=4)
+    record = train(config, tmp_path, progress=False)
+    stored = record["kernel_entropy"]
+    assert stored["images"] == min(ENTROPY_IMAGES, record["test_images"])
+    model, _ = load_trained(config, tmp_path)
+    x = ch04.test_images(config, stored["images"])
+    measured = kernel_entropies(model, x)
+    assert set(stored["nats"]) == set(measured) and len(measured) == 16  # every block conv of ResNet-18
+    for name, value in measured.items():
+        assert stored["nats"][name] == pytest.approx(value, rel=1e-5)
+        assert 0 <= value <= math.log(4) + 1e-6
+    rows = ch04.entropy_rows({"run": record}, "group")
+    assert len(rows) == 16 and all(0 <= r["entropy / ln K"] <= 1 + 1e-6 for r in rows)
+    static = train(tiny(conv="static"), tmp_path, progress=False)
+    assert "kernel_entropy" not in static and ch04.entropy_rows({"s": static}, "g") == []
+
+
+def test_an_old_record_gets_its_entropy_from_the_model_once(tmp_path, monkeypatch):
+    config = tiny(conv="fmdconv")
+    record = train(config, tmp_path, progress=False)
+    old = {k: v for k, v in record.items() if k != "kernel_entropy"}
+    runs.write_record(old, tmp_path)
+    monkeypatch.setattr(ch04, "runs_root", lambda profile: tmp_path)  # the chapter's runs folder
+    filled = ch04.with_kernel_entropy({"r": config}, {"r": old}, "smoke")["r"]
+    assert filled["kernel_entropy"]["nats"] == pytest.approx(record["kernel_entropy"]["nats"], rel=1e-5)
+    assert runs.load_record(config.identity(), tmp_path)["final"] == record["final"]  # not retrained
+
+
+def test_half_precision_weights_replace_a_missing_checkpoint(tmp_path):
+    config = tiny(conv="fmdconv")
+    record = train(config, tmp_path, progress=False)
+    model, _ = load_trained(config, tmp_path)
+    path = save_weights(config, tmp_path)
+    assert path.name == WEIGHTS_NAME
+    assert path.stat().st_size < 0.6 * checkpoint_path(config, tmp_path).stat().st_size
+    shutil.rmtree(checkpoint_path(config, tmp_path).parent)  # a fresh clone: records and weights only
+    again, again_record = load_trained(config, tmp_path, retrain=True)
+    assert again_record == record  # loaded, not trained again
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(again(x), model(x), atol=2e-2, rtol=2e-2)
+        assert (again(x).argmax(1) == model(x).argmax(1)).all()
+    other = tiny(conv="fmdconv", seed=1)
+    train(other, tmp_path, progress=False)
+    shutil.copy(path, runs.run_dir(other.identity(), tmp_path) / WEIGHTS_NAME)
+    shutil.rmtree(checkpoint_path(other, tmp_path).parent)
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        load_trained(other, tmp_path)
+
+
+def test_training_progress_reaches_the_reproduce_output(tmp_path, capsys):
+    configs = {"a": tiny(conv="static", epochs=2), "b": tiny(conv="static", epochs=2, seed=1)}
+    train_all(configs, tmp_path, verbose=True)
+    lines = capsys.readouterr().err.splitlines()
+    first_epochs = [line for line in lines if "epoch 1/2" in line]
+    assert [line.split()[:2] for line in first_epochs] == [["[run", "1/2]"], ["[run", "2/2]"]]
+    assert all("ETA" in line for line in first_epochs)
+    out = io.StringIO()
+    stream = ProgressLines(out)
+    for chunk in ("noise\n[run 1/2] epoch 1/2: loss", " 0.5\n", "\rbar 50%|##\n[train] record: x\n"):
+        stream.write(chunk)
+    assert out.getvalue() == "  [run 1/2] epoch 1/2: loss 0.5\n  [train] record: x\n"

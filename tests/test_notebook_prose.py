@@ -1,0 +1,41 @@
+"""Notebook prose cannot contradict its outputs: a measured number is printed by a cell, never typed.
+
+A run's accuracy, time, ratio, entropy or commit in a Markdown cell would go stale on the next run on
+another profile or machine; the chapters print such numbers from their records (``chNN.*_reading``
+writes the prose under a table from its rows). Markdown may hold equations, shapes (``32×32``),
+counts and the knobs of a config, which do not change from run to run.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MEASURED = re.compile(
+    r"(?<![\w.$^_{])\d+\.\d+\s*(?:%|pp\b|ms\b|s\b|MB\b|GB\b|×|x\b)"   # 84.48%, 0.12 pp, 9.3 ms, 1.62×
+    r"|(?<![\w.$^_{])0\.\d{2,}(?![\w.])"                              # 0.987 (an entropy, a share)
+    r"|\bcommit [0-9a-f]{7,}\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")  # a commit
+MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`", re.S)
+
+
+def measured_numbers(markdown: str) -> list:
+    """The measured-looking numbers of a Markdown cell, outside equations and code spans."""
+    return MEASURED.findall(MATH.sub(" ", markdown))
+
+
+def test_the_pattern_finds_what_it_should():
+    assert measured_numbers("top-1 84.48%, 0.12 pp apart, 9.3 ms, 1.62× static, mean 0.987")
+    assert len(measured_numbers("the figures of commit a8b7408")) == 1
+    assert measured_numbers("32×32 inputs, K = 4, 12,000 images, $T_k = 34$, `0.25`, 3 epochs") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_markdown_holds_no_measured_number(path):
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    found = {i: measured_numbers("".join(c["source"])) for i, c in enumerate(cells)
+             if c["cell_type"] == "markdown"}
+    assert not {i: hits for i, hits in found.items() if hits}, \
+        f"{path.name}: Markdown cells type measured numbers; print them from a cell instead"
