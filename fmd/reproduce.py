@@ -85,10 +85,15 @@ def run_notebook(path: Path, profile: str) -> float:
         if tmp.exists():
             os.replace(tmp, failed)
         what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', error)}"
+        hint = ("; free some space and run the same command again" if "No space left" in what else "")
         raise RuntimeError(f"{path.name} failed ({what}); {path.name} is unchanged and the "
-                           f"executed copy is {failed}") from error
-    strip_volatile(tmp)
-    os.replace(tmp, path)
+                           f"executed copy is {failed}{hint}") from error
+    try:
+        strip_volatile(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: the committed notebook stays, the partial copy goes
+        tmp.unlink(missing_ok=True)
+        raise
     return time.perf_counter() - start
 
 

@@ -381,3 +381,37 @@ def test_the_notebook_runner_refuses_a_read_only_folder_and_survives_a_kill(tmp_
     started.send_signal(signal.SIGKILL)
     started.wait()
     assert copy.read_bytes() == before
+
+
+def test_the_notebook_runner_on_a_full_disk_keeps_every_notebook(tmp_path, capsys, monkeypatch):
+    import nbformat
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+
+    def notebook(name, source):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / name)
+        return (folder / name).read_bytes()
+
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", folder)
+    # The disk fills while the runner writes the executed notebook.
+    before = notebook("01_prints.ipynb", "print('hello')")
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(reproduce, "strip_volatile", full)
+    assert reproduce.main(["--profile", "smoke"]) == 1
+    line = one_error_line(capsys)
+    assert "no space left on the device" in line and "run the same command again" in line
+    assert (folder / "01_prints.ipynb").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["01_prints.ipynb"]  # no partial copy left
+    # The disk fills while a cell writes a figure.
+    (folder / "01_prints.ipynb").unlink()
+    before = notebook("02_saves.ipynb",
+                      "import errno\nraise OSError(errno.ENOSPC, 'No space left on device')")
+    assert reproduce.main(["--profile", "smoke"]) == 1
+    line = one_error_line(capsys)
+    assert "No space left" in line and "run the same command again" in line and "unchanged" in line
+    assert (folder / "02_saves.ipynb").read_bytes() == before
