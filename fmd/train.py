@@ -537,7 +537,7 @@ def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
         return model.eval(), record
     if retrain:  # an interrupted (re)training is continued here, a missing one trained
         record = _train_with_weights(config, runs_root, data_root=data_root, progress=progress,
-                                     verbose=progress, download=download)
+                                     verbose=True, download=download)  # a retrain says so
     elif record is None or not path.is_file():
         return None
     assert record is not None
