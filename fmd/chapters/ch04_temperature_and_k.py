@@ -17,7 +17,10 @@ from .. import runs
 from . import span, top1
 from ..data import get_datasets, make_loaders
 from ..profiles import ablation_config, runs_root
-from ..train import ENTROPY_IMAGES, TrainConfig, first_images, load_trained, measure_kernel_entropy
+from ..fold import fold_kernel_attention
+from ..train import (ENTROPY_IMAGES, TrainConfig, build_model, evaluate, first_images, load_trained,
+                     measure_kernel_entropy)
+from .ch05_attention_ablation import measure_latencies
 
 Record = Dict[str, Any]
 
@@ -172,15 +175,22 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
 # What the kernel attention of a trained model does
 
 
-def test_images(config: TrainConfig, count: int = ENTROPY_IMAGES) -> Tensor:
-    """The first ``count`` test images of the config's dataset, transformed as the run's test loader."""
+def eval_loader(config: TrainConfig, split: str = "test"):
+    """A deterministic loader over the config's ``split`` ("train" or "test") images, with the
+    run's test transform (no augmentation): what evaluation and the attention statistics see."""
     train_set, test_set = get_datasets(config.dataset, train_subset=config.train_subset,
                                        test_subset=config.test_subset, channels=config.channels,
                                        seed=config.data_seed)
-    _, loader = make_loaders(train_set, test_set, config.batch_size, transform=config.transform,
+    images = {"train": train_set, "test": test_set}[split]
+    _, loader = make_loaders(train_set, images, config.batch_size, transform=config.transform,
                              eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
                              device="cpu", seed=config.seed)
-    return first_images(loader, count)
+    return loader
+
+
+def test_images(config: TrainConfig, count: int = ENTROPY_IMAGES) -> Tensor:
+    """The first ``count`` test images of the config's dataset, transformed as the run's test loader."""
+    return first_images(eval_loader(config), count)
 
 
 def with_kernel_entropy(configs: Mapping[Hashable, TrainConfig], records: Mapping[Hashable, Record],
@@ -269,9 +279,10 @@ def figure5_reading(temperature_records: Mapping[float, Record], kernel_records:
         gaps = [abs(top1(a) - top1(b)) for (_, a), (_, b) in zip(by_t, by_t[1:])]
         below = sum(g <= seed_range for g in gaps)
         lines += ["", f"Two seeds of the reference run are {seed_range:.2f} pp apart (section 4); "
-                      f"{below} of the {len(gaps)} gaps between neighbouring initial temperatures are "
-                      "no larger than that. A range over two seeds is a lower bound of the noise, not "
-                      "a confidence interval: a gap a few times larger can still be chance."]
+                      f"{below} of the {len(gaps)} gaps between neighbouring initial temperatures "
+                      f"{'is' if below == 1 else 'are'} no larger than that. A range over two seeds "
+                      "is a lower bound of the noise, not a confidence interval: a gap a few times "
+                      "larger can still be chance."]
     return "\n".join(lines)
 
 
@@ -304,3 +315,47 @@ def entropy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
                      f"$T_k$ = {sharpest[1]:g} (mean {means[sharpest]:.3f}, lowest layer "
                      f"{min(paper[sharpest]):.3f}).")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folding the kernel attention of the trained reference run (fmd.fold)
+
+
+def folding_rows(reference: TrainConfig, static: TrainConfig, profile: str, *,
+                 fold_images: int = ENTROPY_IMAGES, **latency: Any) -> List[Dict[str, Any]]:
+    """The trained reference run, the same network with each layer's kernel attention folded into
+    its mean mix over the first ``fold_images`` training images, and the static network: params,
+    test top-1 / top-5 and batch-1 latency (``latency`` goes to ch05's measure_latencies)."""
+    root = runs_root(profile)
+    model, record = load_trained(reference, root)
+    folded = fold_kernel_attention(model, first_images(eval_loader(reference, "train"), fold_images))
+    static_model = build_model(static, record["num_classes"], record["input_size"][1]).eval()
+    models = {"static (architecture)": static_model, "FMDConv": model, "FMDConv, folded": folded}
+    times = measure_latencies(models, record["input_size"], **latency)
+    test = eval_loader(reference)
+    rows = []
+    for name, m in models.items():
+        scores = evaluate(m, test) if m is not static_model else None
+        rows.append({"model": name, "params": sum(p.numel() for p in m.parameters()),
+                     "top-1 (%)": None if scores is None else round(scores["top1"], 2),
+                     "top-5 (%)": None if scores is None else round(scores["top5"], 2),
+                     "latency ms (b=1)": round(times[name]["median_ms"], 3),
+                     "× static": round(times[name]["median_ms"] / times[next(iter(models))]["median_ms"], 3)})
+    return rows
+
+
+def folding_reading(rows: Sequence[Mapping[str, Any]], seed_range: Optional[float]) -> str:
+    """What folding did, in Markdown, from :func:`folding_rows`, against the seed range (pp)."""
+    dynamic, folded = (next(r for r in rows if r["model"] == m) for m in ("FMDConv", "FMDConv, folded"))
+    change = folded["top-1 (%)"] - dynamic["top-1 (%)"]
+    within = seed_range is not None and abs(change) <= seed_range
+    verdict = ("within" if within else "outside") + (
+        f" the {seed_range:.2f} pp between two seeds of this run" if seed_range is not None
+        else " a seed range (none was measured)")
+    return (f"**Reading.** Folding changes test top-1 by {change:+.2f} pp ({dynamic['top-1 (%)']:.2f}% → "
+            f"{folded['top-1 (%)']:.2f}%), {verdict}. It keeps {folded['params'] / dynamic['params']:.0%} "
+            f"of the parameters, and batch-1 latency goes from {dynamic['× static']:.2f}× to "
+            f"{folded['× static']:.2f}× the static network's (measured in interleaved rounds in this run). "
+            + ("At this scale a trained FMDConv can be deployed as a static network with two gates per "
+               "layer: `fmd.fold.fold_kernel_attention`." if within else
+               "At this scale folding costs accuracy beyond the seed noise: the per-sample mix matters."))
