@@ -193,12 +193,55 @@ CODE_DEFAULTS: Dict[Key, Dict[str, Published]] = {
                            "0.25")},
 }
 
+# --------------------------------------------------------------------------------------------
+# FMDConv official repository history (tianyu00824/FMDConv), later deleted from it: cite the commit.
+# --------------------------------------------------------------------------------------------
+_FMD_TABLE = ("tianyu00824/FMDConv README.md @ 3d01c53 (removed in 3fab372): four LaTeX table rows, "
+              "columns read as Params, Top-1, Top-5, time per epoch (s), epochs; dataset not stated "
+              "(most likely CIFAR-100); params are FMDConv K=4 with a 1000-class head")
+_FMD_ROWS = [  # (arch, Params, Top-1, Top-5, time per epoch in s) as printed; 100 epochs each
+    ("resnet18", "45.20M", "76.16", "93.82", "118"),
+    ("resnet34", "86.15M", "71.66", "91.61", "203.89"),
+    ("resnet50", "95.41M", "73.69", "92.75", "342.15"),
+    ("resnet101", "179.58M", "75.69", "93.71", "644.07"),
+]
+FMDCONV_BACKBONES: Dict[Key, Dict[str, Published]] = {
+    (arch, "fmdconv_4x"): {
+        "params_m": Published(_parse(params, "M"), "M params", _FMD_TABLE, printed=params),
+        "top1": Published(_parse(top1), "%", _FMD_TABLE, printed=top1),
+        "top5": Published(_parse(top5), "%", _FMD_TABLE, printed=top5),
+        "epoch_s": Published(_parse(seconds), "s per epoch", _FMD_TABLE, "100 epochs", seconds),
+    }
+    for arch, params, top1, top5, seconds in _FMD_ROWS
+}
+_FMD_LOG = ("tianyu00824/FMDConv fmdresult @ f32b054: FMDConv ResNet-18 ImageNet training log "
+            "(4 GPUs × 100 images per step, 3203 iterations per epoch), the 'Batch:' column")
+_OD_LOG = ("tianyu00824/FMDConv Baseline @ a155e08: od_resnet18 --kernel_num 4 (most likely ODConv "
+           "4×) ImageNet training log, same setup, the 'Batch:' column")
+_FMD_NOTES = ("tianyu00824/FMDConv README.md @ e7b5a93: developer notes, same setup as the table, "
+              "time per epoch")
+OFFICIAL_TRAINING_TIME: Dict[Key, Dict[str, Published]] = {
+    ("resnet18", "fmdconv_4x"): {
+        "imagenet_s_per_iter_low": Published(0.19, "s per iteration", _FMD_LOG, "epochs 74–100",
+                                             "0.19"),
+        "imagenet_s_per_iter_high": Published(0.20, "s per iteration", _FMD_LOG, "epochs 74–100",
+                                              "0.20"),
+        "epoch_s_k4_low": Published(126.00, "s per epoch", _FMD_NOTES, "K=4, first series", "126.00"),
+        "epoch_s_k4_high": Published(130.48, "s per epoch", _FMD_NOTES, "K=4, second series",
+                                     "130.48")},
+    ("resnet18", "odconv_4x"): {
+        "imagenet_s_per_iter": Published(0.40, "s per iteration", _OD_LOG, "epochs 74–100", "0.40"),
+        "epoch_s": Published(247.59, "s per epoch", _FMD_NOTES, "'Omni' K=4", "247.59")},
+}
+
 ALL: Dict[str, Entries] = {
     "odconv_imagenet": ODCONV_IMAGENET,
     "dyconv_imagenet": DYCONV_IMAGENET,
     "paper_claims": PAPER_CLAIMS,
     "fashion_mnist": FASHION_MNIST,
     "code_defaults": CODE_DEFAULTS,
+    "fmdconv_backbones": FMDCONV_BACKBONES,
+    "official_training_time": OFFICIAL_TRAINING_TIME,
 }
 
 
