@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data reproduce test bench clean-venv
+.PHONY: setup data reproduce test bench lab clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: setup
 		FMD_PROFILE=smoke $(PY) -m pytest -q --durations=8 --nbval-lax --nbval-current-env notebooks \
 			--ignore-glob='*.running.ipynb' --ignore-glob='*.failed.ipynb'; \
 	fi
+
+# Open the chapters in JupyterLab with the project's kernel (profile quick unless PROFILE is given).
+lab: setup
+	FMD_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab notebooks/
 
 bench: setup
 	$(PY) -m fmd.bench
