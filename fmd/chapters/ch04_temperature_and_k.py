@@ -201,8 +201,8 @@ def with_kernel_entropy(configs: Mapping[Hashable, TrainConfig], records: Mappin
     out = {}
     for name, config in configs.items():
         record = records[name]
-        if (config.conv == "fmdconv" and "kernel" in config.attentions
-                and "kernel_entropy" not in record):
+        if (config.conv == "fmdconv" and "kernel" in config.attentions and config.kernel_num > 1
+                and "kernel_entropy" not in record):  # one kernel: its attention is constant
             model, record = load_trained(config, runs_root(profile))
             if "kernel_entropy" not in record:  # the weights were here: measure them now, keep it
                 record = {**record, "kernel_entropy": measure_kernel_entropy(model, test_images(config))}
