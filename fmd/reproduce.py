@@ -76,7 +76,9 @@ def run_notebook(path: Path, profile: str) -> float:
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(path), str(tmp), cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=False, log_output=False, stderr_file=ProgressLines())
+                                   progress_bar=False, log_output=False, stderr_file=ProgressLines(),
+                                   # the kernel's start-up warnings are not the notebook's output
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except KeyboardInterrupt:
         tmp.unlink(missing_ok=True)
         raise
