@@ -140,19 +140,29 @@ class AttentionTrunk(nn.Module):
         return F.relu(self.norm(self.fc(global_pool(x))))
 
 
+def kernel_attention_width(in_channels: int, kernel_num: int, ratio: float) -> int:
+    """Hidden width of the kernel branch: ``int(C_in * ratio) + 1``, or K on a 3-channel input.
+
+    Both the FMDConv code (``attention2d``) and the DynamicConv code it copies special-case an
+    RGB input (``in_planes == 3``) with K hidden units.
+    """
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    return kernel_num if in_channels == 3 else int(in_channels * ratio) + 1
+
+
 class KernelAttention(nn.Module):
     """DynamicConv's kernel attention ``softmax(FC(ReLU(FC(GAP(x)))) / T)`` over K kernels.
 
-    The hidden width is ``int(C_in * ratio) + 1`` as in the official DynamicConv code, which
-    FMDConv reuses for its kernel branch.
+    The hidden width is :func:`kernel_attention_width`, as in the unofficial DynamicConv code
+    (kaijieshi7/Dynamic-convolution-Pytorch) that FMDConv's official code reuses for its kernel
+    branch.
     """
 
     def __init__(self, in_channels: int, kernel_num: int, ratio: float = 0.25,
                  temperature: float = 34.0) -> None:
         super().__init__()
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-        hidden = int(in_channels * ratio) + 1
+        hidden = kernel_attention_width(in_channels, kernel_num, ratio)
         self.fc = nn.Linear(in_channels, hidden, bias=False)
         self.head = SoftmaxAttention(hidden, kernel_num, temperature)
 

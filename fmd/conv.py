@@ -165,6 +165,13 @@ class DynamicConv2d(DynamicConv2dBase):
     ``temperature`` is where training starts; the paper anneals it 30 → 1 over the first 10 epochs
     (:mod:`fmd.temperature`); a widely used unofficial implementation steps it 34 → 1 by 3 per
     epoch (:class:`fmd.temperature.StepDecay`).
+
+    The authors published no PyTorch code; beside kaijieshi7/Dynamic-convolution-Pytorch @ 4befa50
+    (``dynamic_conv.py``, ``dynamic_models/dy_resnet.py``) this layer differs in (README, "Differences
+    from the official code"): kernels drawn as ``nn.Conv2d``'s (there ``kaiming_uniform_`` with
+    a = 0, √6 ≈ 2.4× wider), biases U(±1/√fan_in) (there zero), attention FCs as ``nn.Linear``'s
+    (there kaiming-normal on fan-out, zero bias), and the default schedule (there T = 34 at build,
+    lowered by 3 after each epoch's training, before its evaluation).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
@@ -186,6 +193,22 @@ class ODConv2d(DynamicConv2dBase):
     all on ``z = ReLU(BN(FC(GAP(x))))`` of width ``max(int(C_in·reduction), min_channels)``. As in
     the official code, the filter head is skipped for depth-wise convolutions, the spatial head for
     1×1 kernels and the kernel head for K = 1. No bias (the official layer has none).
+
+    Differences from the official code (OSVAI/ODConv @ 0901cc1, ``modules/odconv.py``; README,
+    "Differences from the official code"), each of which changes a run from its first step:
+
+    * initialisation: kernels as ``nn.Conv2d``'s (kaiming-uniform, a = √5, on fan-in) and the
+      trunk and heads as ``nn.Linear``'s; the official layer draws each kernel and every attention
+      FC kaiming-normal on fan-out (ReLU gain) with zero head biases, so its kernel softmax starts
+      less uniform (at T = 30);
+    * temperature timing: :func:`fmd.train.train_epoch` sets step i's T at progress
+      ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
+      i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),
+      and evaluates each epoch at the value of its end;
+    * a layer built on its own divides by ``temperature`` (30); the official ``Attention`` starts
+      at 1.0 until the training script sets 30 before the first step;
+    * the trunk's BatchNorm trains at batch size 1 (:class:`fmd.attention.TrunkBatchNorm`); the
+      official one raises.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
@@ -238,6 +261,28 @@ class FMDConv2d(DynamicConv2dBase):
 
     ``attentions`` switches branches off for ablations; without kernel attention the K kernels are
     mixed uniformly (one effective kernel, computed as one ordinary convolution).
+
+    Differences from the official code (tianyu00824/FMDConv @ b1c6d77: ``modules/fmdconv.py``,
+    ``models/fmd_resnet.py``, ``main.py``, ``utils/misc.py``; README, "Differences from the
+    official code"). Outputs with the same weights and temperatures match; training from scratch
+    differs from its first step in:
+
+    * initialisation: the K kernels and K biases as ``nn.Conv2d``'s (kaiming-uniform, a = √5, on
+      fan-in; biases U(±1/√fan_in)) and every attention FC as ``nn.Linear``'s; the official layer
+      draws each kernel and every attention FC kaiming-normal on fan-out (ReLU gain) with zero
+      biases. Its kernel-attention FCs start wider (std √(2/hidden) and √(2/K) against
+      1/√(3·C_in) and 1/√(3·hidden) here: 0.34 and 0.71 against 0.072 and 0.14 for C_in = 64,
+      K = 4), so at the fixed T_k = 34 its kernel softmax starts less uniform;
+    * temperature timing: :func:`fmd.train.train_epoch` sets step i's T_io at progress
+      ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
+      i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),
+      and evaluates each epoch at the value of its end;
+    * a layer built on its own divides its gates by ``gate_temperature`` (30); the official
+      ``Attention`` starts at 1.0 until the training script sets 30 before the first step;
+    * ``preset="official"`` accepts any positive T_k; the official ``attention2d`` asserts
+      T_k ≡ 1 (mod 3);
+    * the trunk's BatchNorm trains at batch size 1 (:class:`fmd.attention.TrunkBatchNorm`); the
+      official one raises.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,

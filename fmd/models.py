@@ -77,6 +77,12 @@ class ResNet(nn.Module):
 
     Keyword arguments beyond the backbone's own go to every block convolution, as timm does:
     ``ResNet(18, conv="fmdconv", kernel_num=4, preset="official")``.
+
+    Static convolutions are drawn kaiming-normal on fan-out and BatchNorms start at (1, 0), as in
+    the official ODConv/FMDConv ResNets; there is no zero-initialised last BN, as there. Unlike
+    them, the classifier keeps ``nn.Linear``'s initialisation (theirs: N(0, 0.01), zero bias) and
+    there is no dropout before it (theirs: ``--dropout``, 0 by default, 0.2 in ODConv's README);
+    see the README, "Differences from the official code".
     """
 
     def __init__(self, depth: int = 18, conv: str = "static", num_classes: int = 1000,

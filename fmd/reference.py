@@ -189,8 +189,8 @@ CODE_DEFAULTS: Dict[Key, Dict[str, Published]] = {
                                         "update_temperature() only reaches the sigmoid input/"
                                         "output gates (ODConv schedule 30 → 1 over 10 epochs), so "
                                         "the kernel temperature stays 34", "34"),
-        "ratio": Published(0.25, "", _FMD_CODE, "kernel-attention hidden = int(C_in*ratio)+1",
-                           "0.25")},
+        "ratio": Published(0.25, "", _FMD_CODE, "kernel-attention hidden = int(C_in*ratio)+1; "
+                           "K hidden units when C_in == 3", "0.25")},
 }
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ class Constant:
 class LinearAnneal:
     """Linear from ``start`` to ``end`` over ``epochs`` (per iteration), then ``end``.
 
-    ODConv and the official FMDConv gates: 30 → 1 over the first 10 epochs.
+    ODConv and the official FMDConv gates: 30 → 1 over the first 10 epochs. The official
+    ``get_temperature`` is the same line over iterations; its training loop evaluates it one
+    iteration further along than :func:`fmd.train.train_epoch` does (see ``FMDConv2d``).
     """
 
     start: float = 30.0

@@ -322,6 +322,31 @@ def test_fmdconv_branch_widths_follow_the_official_code():
     assert layer.bias.shape == (4, 128)
 
 
+def test_kernel_branch_on_a_three_channel_input_has_k_hidden_units_like_the_official_code():
+    # attention2d in the FMDConv and DynamicConv code: hidden = K when in_planes == 3
+    assert FMDConv2d(3, 16, 3, kernel_num=4).kernel_attention.fc.out_features == 4
+    assert DynamicConv2d(3, 16, 3, kernel_num=6).kernel_attention.fc.out_features == 6
+    assert DynamicConv2d(4, 16, 3).kernel_attention.fc.out_features == 2  # int(4 * 0.25) + 1
+
+
+def test_initialisation_is_torchs_not_the_official_one_as_the_readme_says():
+    """The README's "Differences from the official code": nn.Conv2d / nn.Linear defaults here.
+
+    The official FMDConv layer draws kernels and attention FCs kaiming-normal on fan-out with zero
+    biases: kernel std √(2/(64·9)) = 0.059, kernel-branch FCs √(2/17) = 0.34 and √(2/4) = 0.71.
+    """
+    torch.manual_seed(0)
+    layer = FMDConv2d(64, 64, 3, 1, 1, kernel_num=4)
+    uniform_std = lambda fan_in: 1 / (3 * fan_in) ** 0.5  # noqa: E731 - kaiming-uniform, a = √5
+    branch = layer.kernel_attention
+    for weight, fan_in in ((layer.weight, 64 * 9), (layer.trunk.fc.weight, 64),
+                           (branch.fc.weight, 64), (branch.head.fc.weight, 17),
+                           (layer.input_head.fc.weight, 16)):
+        assert weight.std().item() == pytest.approx(uniform_std(fan_in), rel=0.15)
+    for bias, fan_in in ((layer.bias, 64 * 9), (branch.head.fc.bias, 17)):
+        assert bias.abs().max() <= fan_in ** -0.5 and bias.abs().max() > 0
+
+
 def test_gates_fold_into_the_kernel_only_where_the_kernel_is_smaller_than_the_map():
     from fmd.engine import _foldable_gates
 

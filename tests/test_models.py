@@ -18,6 +18,20 @@ def test_resnet18_parameter_counts_match_the_published_ones():
     assert millions(resnet18(conv="fmdconv", kernel_num=4, preset="official")) == 45.20
 
 
+def test_resnet_initialisation_as_the_official_resnets_except_the_classifier():
+    torch.manual_seed(0)
+    model = resnet18(conv="fmdconv", width=32, num_classes=10)
+    stem = model.stem[0].weight  # kaiming-normal on fan-out (32·7·7), as the official ResNets
+    assert stem.std().item() == pytest.approx((2 / (32 * 49)) ** 0.5, rel=0.1)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)  # no zero-init γ
+    # The classifier keeps nn.Linear's init (README); the official one is N(0, 0.01), zero bias.
+    bound = 256 ** -0.5  # U(±1/√fan_in): std 0.036 against the official 0.01
+    assert model.fc.weight.abs().max() <= bound
+    assert model.fc.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.15)
+    assert model.fc.bias.abs().max() > 0
+
+
 def test_resnet50_odconv_parameter_counts_match_the_odconv_readme():
     assert millions(resnet50()) == 25.56
     assert millions(resnet50(conv="odconv", kernel_num=1)) == 28.64

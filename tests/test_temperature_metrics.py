@@ -7,7 +7,7 @@ import torch
 from fmd.metrics import (accuracy, inverse_efficiency_score, rate_correct_score, speed_accuracy,
                          topk_correct)
 from fmd.models import resnet18
-from fmd.conv import default_schedules
+from fmd.conv import ODConv2d, default_schedules
 from fmd.temperature import Constant, LinearAnneal, StepDecay, apply_schedules, set_temperature
 
 
@@ -89,3 +89,37 @@ def test_bad_metric_input_is_named():
         rate_correct_score([True], [-1.0])
     with pytest.raises(ValueError, match="top1_percent"):
         speed_accuracy(120, 1.0)
+
+
+def official_get_temperature(iteration, epoch, iter_per_epoch, temp_epoch=10, temp_init=30.0):
+    """``get_temperature`` of OSVAI/ODConv utils/misc.py (copied by tianyu00824/FMDConv), verbatim."""
+    total_temp_iter = iter_per_epoch * temp_epoch
+    current_iter = iteration + epoch * iter_per_epoch
+    return 1.0 + max(0, (temp_init - 1.0) * ((total_temp_iter - current_iter) / total_temp_iter))
+
+
+def test_each_step_anneals_one_iteration_behind_the_official_training_loop():
+    """README, "Differences from the official code": step i here sees get_temperature(i); the
+    official main.py sets get_temperature(i + 1) before step i (and nothing after temp_epoch)."""
+    from fmd.data import BatchLoader, make_synthetic
+    from fmd.train import train_epoch
+
+    train_set, _ = make_synthetic(32, 8, channels=3, size=8)
+    loader = BatchLoader(train_set, 8, shuffle=True, drop_last=True)
+    model = torch.nn.Sequential(ODConv2d(3, 8, 3, 1, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    seen = []
+    head = model[0].kernel_head
+    head.register_forward_pre_hook(lambda m, _: seen.append(m.temperature.item()))
+    for epoch in range(3):
+        train_epoch(model, loader, optimizer, scheduler, default_schedules("odconv", anneal_epochs=2),
+                    epoch)
+    iters = len(loader)
+    ours = [official_get_temperature(i, e, iters, 2) for e in range(3) for i in range(iters)]
+    theirs = [official_get_temperature(i + 1, e, iters, 2) if e < 2 else 1.0
+              for e in range(3) for i in range(iters)]
+    assert seen == pytest.approx(ours, rel=1e-6)
+    assert seen[0] == 30.0 and theirs[0] == pytest.approx(30 - 29 / (2 * iters))
+    assert seen[1:] == pytest.approx(theirs[:-1], rel=1e-6)  # one iteration behind, throughout
