@@ -34,7 +34,8 @@ from . import cli, tables
 from .complexity import (inference_step, interleaved_times, round_medians, summarize_times, sync_for,
                          time_runs, train_step)
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
-from .engine import STRATEGIES, check_strategy, mix_kernels_reusing
+from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy,
+                     mix_kernels_reusing)
 from .models import ResNet
 from .provenance import REPO_ROOT, machine_info
 CONVS = tuple(CONV_SPECS)
@@ -182,7 +183,12 @@ def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
     x = torch.randn(case.batch, 3, case.size, case.size, device=setting.device)
     with torch.no_grad():
         expected = model.eval()(x)
-    used = sorted({m.last_strategy for m in model.modules() if getattr(m, "last_strategy", None)})
+    if setting.dynamic_batch:  # the traced graph's choice, not eager's at this batch
+        with torch.no_grad():
+            used = sorted({batch_free_strategy(applicable_strategies(layer.attend(inp), layer.geometry))
+                           for layer, inp in _dynamic_layer_inputs(model, x)})
+    else:
+        used = sorted({m.last_strategy for m in model.modules() if getattr(m, "last_strategy", None)})
     sync = sync_for(torch.device(setting.device))
     if setting.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -473,6 +473,13 @@ def symbolic_shape(x: Tensor) -> bool:
     return torch.compiler.is_compiling() and any(isinstance(d, torch.SymInt) for d in x.shape)
 
 
+def batch_free_strategy(options: Sequence[str]) -> str:
+    """Among ``options`` (:func:`applicable_strategies`), what a traced graph whose batch is symbolic
+    computes: one that does not depend on the batch (``grouped`` only where nothing else applies)."""
+    return next((name for name in ("shared", "kfold_conv", "kfold_im2col") if name in options),
+                "grouped")
+
+
 def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) -> str:
     """The fastest exact strategy for this call.
 
@@ -490,11 +497,9 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     * on any device but the CPU, ``grouped`` (:data:`MEASURED_DEVICE_TYPES`).
     """
     options = applicable_strategies(att, geo)
-    if "shared" in options:
-        return "shared"
+    if "shared" in options or symbolic_shape(x):
+        return batch_free_strategy(options)
     batch_free = [name for name in ("kfold_conv", "kfold_im2col") if name in options]
-    if symbolic_shape(x):
-        return batch_free[0] if batch_free else "grouped"
     if x.shape[0] == 1 or x.device.type not in MEASURED_DEVICE_TYPES:
         return "grouped"
     positions = _output_positions(x, weight, geo)

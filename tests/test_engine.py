@@ -143,8 +143,8 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
         bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=0)
     # A worker that fails says which conv and passes on its error.
-    with pytest.raises(RuntimeError, match=r"benchmark of odconv on r18w16-cifar-b1-infer \(kfold_conv\) failed"
-                       "(.|\n)*cannot compute this layer"):
+    with pytest.raises(RuntimeError, match=r"benchmark of odconv on r18w16-cifar-b1-infer "
+                       r"\(kfold_conv\) failed(.|\n)*cannot compute this layer"):
         bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="kfold_conv", repeats=1, threads=1,
                   out_dir=tmp_path)
 
