@@ -4,8 +4,12 @@
 own worker process (so peak memory is that conv's alone and allocator state does not leak between
 convs), the workers taking turns in interleaved rounds, and prints the ratio of medians against
 the static network of the same case (``--sessions N``: N sets of fresh workers, median of their
-medians). The table goes to ``figures/bench_<device>.{csv,md,json}`` with the machine, threads,
-torch version and commit.
+medians). ``--backend compile`` times the networks under ``torch.compile`` (inductor),
+``--backend onnxruntime`` exported to ONNX at the case's batch (:mod:`fmd.export`) and run in ONNX
+Runtime, ``--amp bf16`` under autocast, ``--dynamic-batch`` compiled or exported with a symbolic
+batch; every row also gives the output's largest difference from eager fp32 (relative to the
+largest output). The table goes to ``figures/bench_<device>_<backend>[_bf16][_dynamic].{csv,md,json}``
+with the backend, the machine, threads, torch version and commit.
 
 ``python -m fmd.bench --breakdown`` splits batch-1 CPU inference time, in one process, into the
 kernel mix, the attention branches and the rest, beside the floor of one read of every kernel bank
@@ -22,7 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from functools import partial
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -30,7 +34,8 @@ from . import cli, tables
 from .complexity import (inference_step, interleaved_times, round_medians, summarize_times, sync_for,
                          time_runs, train_step)
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
-from .engine import STRATEGIES, mix_kernels_reusing
+from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy,
+                     mix_kernels_reusing)
 from .models import ResNet
 from .provenance import REPO_ROOT, machine_info
 CONVS = tuple(CONV_SPECS)
@@ -96,51 +101,129 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _serve(case: Case, conv: str, strategy: str, device: str, threads: int) -> None:
+BACKENDS = ("eager", "compile", "onnxruntime")
+AMP_DTYPES = {"bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where and how every network of a run is timed."""
+
+    device: str = "cpu"
+    threads: int = 1
+    backend: str = "eager"  # eager PyTorch, torch.compile (inductor) or ONNX Runtime
+    amp: Optional[str] = None  # autocast dtype (AMP_DTYPES), or None: fp32
+    dynamic_batch: bool = False  # compile / export with a symbolic batch
+
+    def stem(self) -> str:
+        """The table's file name before the tag: device, backend, autocast, dynamic batch."""
+        return "_".join(["bench", self.device.split(":")[0], self.backend]
+                        + ([self.amp] if self.amp else [])
+                        + (["dynamic"] if self.dynamic_batch else []))
+
+    def check(self, cases: List[str]) -> None:
+        """A clear error for a combination that cannot run."""
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
+        if self.backend == "onnxruntime":
+            training = [c for c in cases if CASES[c].mode != "infer"]
+            if training or self.amp or self.device != "cpu":
+                raise ValueError("the onnxruntime backend times CPU inference in fp32: drop "
+                                 f"{'the training case(s) ' + str(training) if training else ''}"
+                                 f"{'--amp ' if self.amp else ''}"
+                                 f"{'--device ' + self.device if self.device != 'cpu' else ''}")
+        if self.dynamic_batch and self.backend == "eager":
+            raise ValueError("--dynamic-batch needs --backend compile or onnxruntime (eager PyTorch "
+                             "has no traced shapes)")
+
+
+def _relative_difference(found: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |found − expected| / max |expected|."""
+    found, expected = found.detach().float().cpu(), expected.detach().float().cpu()
+    return float((found - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+
+def _backend_step(model: torch.nn.Module, case: Case, setting: Setting, x: torch.Tensor
+                  ) -> Callable[[], object]:
+    """The step to time on ``setting``'s backend: a forward of ``x`` (inference) or an SGD step."""
+    autocast = AMP_DTYPES.get(setting.amp) if setting.amp else None
+    if setting.backend == "onnxruntime":
+        from .export import export_onnx, session
+
+        path = Path(tempfile.mkdtemp()) / "model.onnx"
+        export_onnx(model, path, x.shape[1:], None if setting.dynamic_batch else case.batch,
+                    check=False)
+        runner, feed = session(path, setting.threads), {"input": x.numpy()}
+        return lambda: torch.from_numpy(runner.run(None, feed)[0])
+    if setting.backend == "compile":
+        if setting.dynamic_batch:
+            torch._dynamo.mark_dynamic(x, 0)
+        model = torch.compile(model)
+    if case.mode == "infer":
+        return inference_step(model, x.shape, x, autocast)
+    return train_step(model, x.shape, case.num_classes, autocast)
+
+
+def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
     """Worker process: build one network for one case, then time it whenever the parent asks.
 
-    Reads ``time N`` (answers the N step times) and ``finish`` (answers the peak memory of the
-    timed runs and the strategies the dynamic layers used) on stdin, one JSON line per answer.
+    First runs the network once in eager PyTorch (fp32, eval mode) for the strategies its layers
+    choose and the output that the backend's is compared with. Reads ``time N`` (answers the N
+    step times) and ``finish`` (answers the peak memory of the timed runs, the strategies, and the
+    backend's largest output difference from eager fp32, relative to the largest output) on stdin,
+    one JSON line per answer.
     """
     torch.manual_seed(0)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(setting.threads)
     options = {} if conv == "static" else {"strategy": strategy}
     model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
-                   **options).to(device)
-    size = (case.batch, 3, case.size, case.size)
-    sync = sync_for(torch.device(device))
-    if device == "cuda":
+                   **options).to(setting.device)
+    x = torch.randn(case.batch, 3, case.size, case.size, device=setting.device)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    if setting.dynamic_batch:  # the traced graph's choice, not eager's at this batch
+        with torch.no_grad():
+            used = sorted({batch_free_strategy(applicable_strategies(layer.attend(inp), layer.geometry))
+                           for layer, inp in _dynamic_layer_inputs(model, x)})
+    else:
+        used = sorted({m.last_strategy for m in model.modules() if getattr(m, "last_strategy", None)})
+    sync = sync_for(torch.device(setting.device))
+    if setting.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     base = _start_peak_rss()
-    if case.mode == "infer":
-        step, warmup = inference_step(model, size), 3
-    else:
-        step, warmup = train_step(model, size, case.num_classes), 2
-    time_runs(step, warmup, sync)
+    step = _backend_step(model, case, setting, x)
+    out = step()  # the first run compiles the graph (torch.compile) or plans it (onnxruntime)
+    difference = _relative_difference(out, expected) if case.mode == "infer" else float("nan")
+    time_runs(step, 3 if case.mode == "infer" else 2, sync)
     print(json.dumps({"ready": conv}), flush=True)
     for line in sys.stdin:
         command = line.split()
         if command[0] == "time":
             print(json.dumps({"times": time_runs(step, int(command[1]), sync)}), flush=True)
         elif command[0] == "finish":
-            peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            peak = (torch.cuda.max_memory_allocated() / 2**20 if setting.device.startswith("cuda")
                     else _peak_rss_mb() - base)
-            used = sorted({m.last_strategy for m in model.modules()
-                           if getattr(m, "last_strategy", None)})
-            print(json.dumps({"peak_mb": peak, "strategies": "+".join(used) or "-"}), flush=True)
+            print(json.dumps({"peak_mb": peak, "strategies": "+".join(used) or "-",
+                              "output_rel_diff": difference}), flush=True)
             return
+
+
+Variant = Tuple[str, str]  # (conv, strategy)
 
 
 class _Worker:
     """A :func:`_serve` process for one conv of one case, spoken to one line at a time."""
 
-    def __init__(self, case: Case, conv: str, strategy: str, device: str, threads: int) -> None:
-        self.label = f"{conv} on {case.name}"
+    def __init__(self, case: Case, variant: Variant, setting: Setting) -> None:
+        conv, strategy = variant
+        self.label = f"{conv} on {case.name}" + (f" ({strategy})" if strategy != "auto" else "")
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fmd.bench", "--worker", case.name, conv, strategy, device,
-             str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors,
-            text=True, cwd=REPO_ROOT)
+            [sys.executable, "-m", "fmd.bench", "--worker", case.name, conv, strategy,
+             json.dumps(asdict(setting))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.errors, text=True, cwd=REPO_ROOT)
 
     def answer(self, command: Optional[str] = None) -> Dict[str, object]:
         if command is not None:
@@ -160,54 +243,55 @@ class _Worker:
         self.errors.close()
 
 
-def measure_case(case: Case, convs: List[str], strategy: str, device: str, repeats: int,
-                 threads: int, rounds: int = 5, sessions: int = 1) -> Dict[str, Dict[str, object]]:
-    """Time every conv of one case in interleaved rounds; per conv: median, p10, p90, peak memory.
+def measure_case(case: Case, variants: List[Variant], setting: Setting, repeats: int,
+                 rounds: int = 5, sessions: int = 1) -> Dict[Variant, Dict[str, object]]:
+    """Time every (conv, strategy) of one case in interleaved rounds; per variant: median, p10,
+    p90, peak memory, the strategies used and the output's difference from eager fp32.
 
-    Each conv runs in its own worker process (its peak memory is its own, and allocator state does
-    not leak between convs); the workers take turns, ``repeats / rounds`` steps each per round, so
-    a burst of load on a shared machine hits one round of every conv rather than all of one conv.
-    A conv's time is the median of its round medians. With ``sessions`` > 1 the whole measurement
-    is repeated with fresh workers and the median of the sessions' medians is reported: a worker
-    process can run fast or slow for its whole life, which rounds cannot average out (on the shared
-    2-core machine this was developed on, one run's CondConv batch-1 ratio came out below the floor
-    that reading its bank sets, which only a slow static worker explains).
+    Each variant runs in its own worker process (its peak memory is its own, and allocator state
+    does not leak between them); the workers take turns, ``repeats / rounds`` steps each per round,
+    so a burst of load on a shared machine hits one round of every variant rather than all of one.
+    A variant's time is the median of its round medians. With ``sessions`` > 1 the whole
+    measurement is repeated with fresh workers and the median of the sessions' medians is reported:
+    a worker process can run fast or slow for its whole life, which rounds cannot average out (on
+    the shared 2-core machine this was developed on, one run's CondConv batch-1 ratio came out
+    below the floor that reading its bank sets, which only a slow static worker explains).
     """
-    found = [_measure_session(case, convs, strategy, device, repeats, threads, rounds)
-             for _ in range(sessions)]
+    found = [_measure_session(case, variants, setting, repeats, rounds) for _ in range(sessions)]
     results = {}
-    for conv in convs:
-        times = [t for session in found for t in session[conv]["times"]]
-        medians = [session[conv]["median_s"] for session in found]
+    for variant in variants:
+        times = [t for session in found for t in session[variant]["times"]]
+        medians = [session[variant]["median_s"] for session in found]
         summary = summarize_times(times)
-        last = found[-1][conv]
-        results[conv] = {"median_s": statistics.median(medians), "p10_s": summary["p10"],
-                         "p90_s": summary["p90"], "rounds": last["rounds"], "sessions": sessions,
-                         "session_medians_s": medians, "repeats": summary["repeats"],
-                         "peak_mb": max(session[conv]["peak_mb"] for session in found),
-                         "strategies": last["strategies"]}
+        last = found[-1][variant]
+        results[variant] = {"median_s": statistics.median(medians), "p10_s": summary["p10"],
+                            "p90_s": summary["p90"], "rounds": last["rounds"], "sessions": sessions,
+                            "session_medians_s": medians, "repeats": summary["repeats"],
+                            "peak_mb": max(session[variant]["peak_mb"] for session in found),
+                            "strategies": last["strategies"],
+                            "output_rel_diff": last["output_rel_diff"]}
     return results
 
 
-def _measure_session(case: Case, convs: List[str], strategy: str, device: str, repeats: int,
-                     threads: int, rounds: int) -> Dict[str, Dict[str, object]]:
-    """One set of workers, interleaved rounds: per conv its median of round medians and times."""
-    workers = {conv: _Worker(case, conv, strategy, device, threads) for conv in convs}
+def _measure_session(case: Case, variants: List[Variant], setting: Setting, repeats: int,
+                     rounds: int) -> Dict[Variant, Dict[str, object]]:
+    """One set of workers, interleaved rounds: per variant its median of round medians and times."""
+    workers = {variant: _Worker(case, variant, setting) for variant in variants}
     try:
         for worker in workers.values():
             worker.answer()  # built and warmed up
         rounds = max(1, min(rounds, repeats))
         per_round = -(-repeats // rounds)
-        medians: Dict[str, List[float]] = {conv: [] for conv in convs}
-        times: Dict[str, List[float]] = {conv: [] for conv in convs}
+        medians: Dict[Variant, List[float]] = {v: [] for v in variants}
+        times: Dict[Variant, List[float]] = {v: [] for v in variants}
         for _ in range(rounds):
-            for conv, worker in workers.items():
+            for variant, worker in workers.items():
                 round_times = worker.answer(f"time {per_round}")["times"]
-                medians[conv].append(statistics.median(round_times))
-                times[conv].extend(round_times)
-        return {conv: {"median_s": statistics.median(medians[conv]), "times": times[conv],
-                       "rounds": rounds, **worker.answer("finish")}
-                for conv, worker in workers.items()}
+                medians[variant].append(statistics.median(round_times))
+                times[variant].extend(round_times)
+        return {variant: {"median_s": statistics.median(medians[variant]), "times": times[variant],
+                          "rounds": rounds, **worker.answer("finish")}
+                for variant, worker in workers.items()}
     finally:
         for worker in workers.values():
             worker.close()
@@ -325,29 +409,43 @@ def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
     return rows
 
 
-def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str = "cpu",
-        repeats: int = 10, threads: Optional[int] = None, out_dir: Optional[Path] = None,
-        tag: str = "", sessions: int = 1) -> List[Dict[str, object]]:
-    """Benchmark every case for static and each conv; write and return the rows."""
+def run(cases: List[str], convs: List[str], strategy: Union[str, Sequence[str]] = "auto",
+        device: str = "cpu", repeats: int = 10, threads: Optional[int] = None,
+        out_dir: Optional[Path] = None, tag: str = "", sessions: int = 1, backend: str = "eager",
+        amp: Optional[str] = None, dynamic_batch: bool = False) -> List[Dict[str, object]]:
+    """Benchmark every case for static and each conv on one backend; write and return the rows.
+
+    ``strategy`` forces one strategy (or each of several, one row each) in every dynamic layer.
+    On a GPU, ``auto`` comes with a row for the official computation (``grouped`` forced), whose
+    thresholds were never measured there (:data:`fmd.engine.MEASURED_DEVICE_TYPES`).
+    """
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise ValueError(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     bad = [c for c in convs if c not in CONVS]
     if bad:
         raise ValueError(f"unknown conv(s) {bad}; choose from {CONVS}")
+    strategies = [strategy] if isinstance(strategy, str) else list(strategy)
+    for name in strategies:
+        check_strategy(name)
+    if device.startswith("cuda") and strategies == ["auto"]:
+        strategies.append("grouped")
     _check_counts(repeats=repeats, threads=threads, sessions=sessions)
     threads = threads or torch.get_num_threads()
+    setting = Setting(device, threads, backend, amp, dynamic_batch)
+    setting.check(cases)
     info = machine_info(device, threads)
+    variants = [("static", "auto")] + [(c, s) for c in convs if c != "static" for s in strategies]
     rows: List[Dict[str, object]] = []
     for name in cases:
         case = CASES[name]
-        results = measure_case(case, ["static"] + [c for c in convs if c != "static"], strategy,
-                               device, repeats, threads, sessions=sessions)
-        static = results["static"]
-        print(f"{name}: static {static['median_s'] * 1e3:.1f} ms, peak {static['peak_mb']:.0f} MB",
-              flush=True)
-        for conv, r in results.items():
-            row = {**asdict(case), "conv": conv, "strategy_forced": strategy, **r,
+        results = measure_case(case, variants, setting, repeats, sessions=sessions)
+        static = results["static", "auto"]
+        print(f"{name} [{setting.stem()}]: static {static['median_s'] * 1e3:.1f} ms, peak "
+              f"{static['peak_mb']:.0f} MB", flush=True)
+        for (conv, forced), r in results.items():
+            row = {**asdict(case), "conv": conv, "strategy_forced": forced,
+                   "backend": backend, "amp": amp or "fp32", "dynamic_batch": dynamic_batch, **r,
                    "time_ratio": r["median_s"] / static["median_s"],
                    "memory_ratio": r["peak_mb"] / static["peak_mb"] if static["peak_mb"] > 0 else
                    float("nan"), **info}
@@ -355,11 +453,12 @@ def run(cases: List[str], convs: List[str], strategy: str = "auto", device: str 
             if conv != "static":
                 print(f"  {conv:9s} {r['median_s'] * 1e3:9.1f} ms  time ×{row['time_ratio']:.2f}  "
                       f"memory ×{row['memory_ratio']:.2f}  [{r['strategies']}]", flush=True)
-    write_table(rows, out_dir or REPO_ROOT / "figures", f"bench_{device}{tag}")
+    write_table(rows, out_dir or REPO_ROOT / "figures", setting.stem() + tag)
     return rows
 
 
-SHOWN = ["name", "conv", "median_s", "time_ratio", "peak_mb", "memory_ratio", "strategies"]
+SHOWN = ["name", "conv", "strategy_forced", "backend", "amp", "median_s", "time_ratio", "peak_mb",
+         "memory_ratio", "strategies", "output_rel_diff"]
 
 
 def write_table(rows: List[Dict[str, object]], out_dir: Path, stem: str,
@@ -377,8 +476,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
-        name, conv, strategy, device, threads = argv[1:6]
-        _serve(CASES[name], conv, strategy, device, int(threads))
+        name, conv, strategy, setting = argv[1:5]
+        _serve(CASES[name], conv, strategy, Setting(**json.loads(setting)))
         return 0
     return cli.run(_main, argv, faults=(RuntimeError,),
                    on_interrupt="interrupted: no table was written (tables are written whole)")
@@ -390,9 +489,17 @@ def _main(argv: List[str]) -> int:
                         help=f"default: {' '.join(DEFAULT_CASES)}; with --breakdown: "
                              f"{' '.join(BREAKDOWN_CASES)}")
     parser.add_argument("--convs", nargs="+", default=list(CONVS[1:]), choices=CONVS)
-    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
-                        help="force one strategy in every dynamic layer (default: auto)")
+    parser.add_argument("--strategy", nargs="+", default=["auto"], choices=STRATEGIES,
+                        help="force a strategy in every dynamic layer, one row per strategy given "
+                             "(default: auto; on CUDA auto and grouped, the official computation)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backend", default="eager", choices=BACKENDS,
+                        help="eager PyTorch, torch.compile, or ONNX Runtime (CPU inference, the graph "
+                             "exported at the case's batch)")
+    parser.add_argument("--amp", default=None, choices=tuple(AMP_DTYPES),
+                        help="time under torch.autocast to this dtype (default: fp32)")
+    parser.add_argument("--dynamic-batch", action="store_true",
+                        help="compile or export with a symbolic batch (default: the case's batch)")
     parser.add_argument("--repeats", type=cli.positive_int, default=10,
                         help="timed steps per conv, rounded up to a multiple of the 5 rounds")
     parser.add_argument("--threads", type=cli.positive_int, default=None)
@@ -410,14 +517,17 @@ def _main(argv: List[str]) -> int:
         parser.error(f"--device {args.device}: CUDA is not available here — use --device cpu")
     cli.check_writable(args.out or REPO_ROOT / "figures")  # before the timing, not after
     if args.breakdown:
-        if args.device != "cpu" or args.strategy != "auto":
-            parser.error("--breakdown measures the CPU with the automatic strategy")
+        if (args.device != "cpu" or args.strategy != ["auto"] or args.backend != "eager"
+                or args.amp or args.dynamic_batch):
+            parser.error("--breakdown measures eager PyTorch on the CPU, fp32, with the automatic strategy")
         convs = [c for c in args.convs if c != "static"]
         run_breakdown(args.cases or list(BREAKDOWN_CASES), convs, args.rounds, args.threads,
                       args.out, args.tag)
         return 0
-    run(args.cases or list(DEFAULT_CASES), args.convs, args.strategy, args.device, args.repeats,
-        args.threads, args.out, args.tag, args.sessions)
+    cases = args.cases or [c for c in DEFAULT_CASES  # ONNX Runtime: the inference cases
+                           if args.backend != "onnxruntime" or CASES[c].mode == "infer"]
+    run(cases, args.convs, args.strategy, args.device, args.repeats,
+        args.threads, args.out, args.tag, args.sessions, args.backend, args.amp, args.dynamic_batch)
     return 0
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ against PyTorch's own counter.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, TypeVar
@@ -229,31 +230,45 @@ def sync_for(device: torch.device) -> Optional[Callable[[], None]]:
     return torch.cuda.synchronize if device.type == "cuda" else None
 
 
-def inference_step(model: nn.Module, input_size: Sequence[int]) -> Callable[[], None]:
-    """One eval-mode forward of a random batch of ``input_size``, as a function to time."""
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """torch.autocast to ``dtype`` on ``device``, or nothing (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def inference_step(model: nn.Module, input_size: Sequence[int], x: Optional[Tensor] = None,
+                   autocast: Optional[torch.dtype] = None) -> Callable[[], Tensor]:
+    """One eval-mode forward of ``x`` (default: a random batch of ``input_size``), as a function
+    to time that returns the output; under autocast to ``autocast`` where given."""
     p = next(model.parameters())
-    x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
+    x = torch.randn(*input_size, dtype=p.dtype, device=p.device) if x is None else x
     model.eval()
 
-    def step() -> None:
-        with torch.inference_mode():
-            model(x)
+    def step() -> Tensor:
+        with torch.inference_mode(), _autocast(p.device, autocast):
+            return model(x)
 
     return step
 
 
-def train_step(model: nn.Module, input_size: Sequence[int], num_classes: int) -> Callable[[], None]:
-    """One SGD training step (forward, cross-entropy, backward, update) on a random batch."""
+def train_step(model: nn.Module, input_size: Sequence[int], num_classes: int,
+               autocast: Optional[torch.dtype] = None) -> Callable[[], Tensor]:
+    """One SGD training step (forward, cross-entropy, backward, update) on a random batch, the
+    forward under autocast to ``autocast`` where given; the function returns the loss."""
     p = next(model.parameters())
     x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
     y = torch.randint(0, num_classes, (input_size[0],), device=p.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
 
-    def step() -> None:
+    def step() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with _autocast(p.device, autocast):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
+        return loss.detach()
 
     return step
 

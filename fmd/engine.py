@@ -23,9 +23,10 @@ exact strategy once per shape (:func:`tune_strategy`).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,11 @@ def _mix(weight: Tensor, kernel: Optional[Tensor], spatial: Optional[Tensor], re
           and not torch.compiler.is_compiling()):
         # Batch-1 inference is memory-bound: stream the bank once into a reused buffer. A fresh
         # multi-megabyte tensor per call costs more in page faults than the mix itself.
+        # Under autocast (which skips out= calls) the mix stays in the bank's dtype: casting the
+        # bank to bf16 first would read it once more; the convolution casts the mixed kernel.
         out = _workspace(weight[0].numel(), weight)
-        mixed = torch.mm(kernel, weight.reshape(K, -1), out=out).reshape(1, *weight.shape[1:])
+        mixed = torch.mm(kernel.to(weight.dtype), weight.reshape(K, -1), out=out)
+        mixed = mixed.reshape(1, *weight.shape[1:])
         if spatial is not None:  # in place, for the same reason
             return mixed.mul_(spatial[:, None, None])
     else:
@@ -191,6 +195,23 @@ def _grads_for(leaves: list, found) -> list:
     return [next(found) if t is not None and t.requires_grad else None for t in leaves]
 
 
+def _without_autocast(x: Tensor):
+    """Autocast switched off on ``x``'s device (nothing where autocast does not exist)."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _in_bank_dtype(x: Tensor, recipe: Sequence[Optional[Tensor]]) -> Tuple[Tensor, list]:
+    """``x`` and the recipe in the dtype of the kernel bank (recipe[0]). Under autocast the
+    hand-written backward passes below compute in the bank's dtype (fp32 under bf16 autocast):
+    autocast does not reach their ``out=`` products and explicit backward calls. Autograd casts
+    the gradients they return back to each input's dtype."""
+    dtype = recipe[0].dtype
+    return x.to(dtype), [None if t is None else t.to(dtype) for t in recipe]
+
+
 def _conv_per_sample(x: Tensor, kernels: Tensor, biases: Optional[Tensor], geo: Geometry) -> Tensor:
     """Sample b of ``x`` convolved with its own kernels: one convolution with groups = B × groups."""
     B = x.shape[0]
@@ -225,11 +246,12 @@ class _RecomputedKernelConv(torch.autograd.Function):
     def forward(ctx, x: Tensor, geo: Geometry, *recipe: Optional[Tensor]) -> Tensor:
         # The recipe comes as separate tensors: autograd tracks only tensors passed to apply.
         B = x.shape[0]
-        with torch.no_grad():
+        x, recipe = _in_bank_dtype(x, recipe)
+        with torch.no_grad(), _without_autocast(x):
             kernels = _per_sample_kernels(geo.groups, B, KernelRecipe(*recipe))
-        ctx.geo = geo
-        ctx.save_for_backward(x, *recipe)
-        return _conv_per_sample(x, kernels, None, geo)
+            ctx.geo = geo
+            ctx.save_for_backward(x, *recipe)
+            return _conv_per_sample(x, kernels, None, geo)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -298,11 +320,12 @@ class _SampleIm2colMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, geo: Geometry, *recipe: Optional[Tensor]) -> Tensor:
+        x, recipe = _in_bank_dtype(x, recipe)
         weight = recipe[0]
         B, O = x.shape[0], weight.shape[1]
         cols = F.unfold(x, weight.shape[-2:], geo.dilation, geo.padding, geo.stride)
         y = cols.new_empty(B, O, cols.shape[-1])
-        with torch.no_grad():
+        with torch.no_grad(), _without_autocast(x):
             for part in _chunks(weight, B):
                 n = part.stop - part.start
                 kernels = _per_sample_kernels(1, n, KernelRecipe(*recipe).rows(part), reuse=True)
@@ -437,11 +460,24 @@ GROUPED_MIN_POSITIONS = 128
 # kfold_conv 4.9× static; 256→512 stride 2 to 4×4: 3.1× and 4.4×; on 8×8 maps kfold_conv wins
 # (4.5× vs 5.1×).
 KFOLD_IM2COL_MAX_POSITIONS = 32
+# The thresholds above were measured on CPUs only ("meta" carries shapes, as the CPU would see
+# them). No GPU has been measured, so on CUDA (and any other device) ``auto`` takes the official
+# code's computation, ``grouped`` (groups = batch), at every size: the conservative rule, which
+# computes what the reference computes. ``strategy="tune"`` times every strategy on the device itself (cached
+# per device and shape); ``python -m fmd.bench --device cuda`` times ``auto`` beside ``grouped``.
+MEASURED_DEVICE_TYPES = ("cpu", "meta")
 
 
 def symbolic_shape(x: Tensor) -> bool:
     """Whether a traced graph leaves any size of ``x`` symbolic (a dynamic batch, say)."""
     return torch.compiler.is_compiling() and any(isinstance(d, torch.SymInt) for d in x.shape)
+
+
+def batch_free_strategy(options: Sequence[str]) -> str:
+    """Among ``options`` (:func:`applicable_strategies`), what a traced graph whose batch is symbolic
+    computes: one that does not depend on the batch (``grouped`` only where nothing else applies)."""
+    return next((name for name in ("shared", "kfold_conv", "kfold_im2col") if name in options),
+                "grouped")
 
 
 def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) -> str:
@@ -457,15 +493,14 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
       chunks of the batch (``sample_im2col``, same arithmetic as a static convolution);
     * inside a traced graph (torch.compile, torch.export, ONNX export) the same choice wherever
       the graph knows the shape (dynamo specialises batch 1, and every size not marked dynamic);
-      where the batch or a map size is symbolic, a strategy that does not depend on it.
+      where the batch or a map size is symbolic, a strategy that does not depend on it;
+    * on any device but the CPU, ``grouped`` (:data:`MEASURED_DEVICE_TYPES`).
     """
     options = applicable_strategies(att, geo)
-    if "shared" in options:
-        return "shared"
+    if "shared" in options or symbolic_shape(x):
+        return batch_free_strategy(options)
     batch_free = [name for name in ("kfold_conv", "kfold_im2col") if name in options]
-    if symbolic_shape(x):
-        return batch_free[0] if batch_free else "grouped"
-    if x.shape[0] == 1:
+    if x.shape[0] == 1 or x.device.type not in MEASURED_DEVICE_TYPES:
         return "grouped"
     positions = _output_positions(x, weight, geo)
     if not batch_free or positions >= GROUPED_MIN_POSITIONS:

@@ -129,9 +129,9 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     assert rows[1]["time_ratio"] == pytest.approx(rows[1]["median_s"] / rows[0]["median_s"])
     assert rows[1]["strategies"] == "grouped"
     assert rows[1]["rounds"] == 2 and rows[1]["repeats"] == 2  # static and fmdconv took turns
-    saved = json.loads((tmp_path / "bench_cpu.json").read_text())
+    saved = json.loads((tmp_path / "bench_cpu_eager.json").read_text())
     assert saved[1]["commit"] and saved[1]["threads"] == "1"
-    assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu.md").read_text()
+    assert "| r18w16-cifar-b1-infer | fmdconv |" in (tmp_path / "bench_cpu_eager.md").read_text()
     with pytest.raises(ValueError, match="unknown case"):
         bench.run(["r9"], ["fmdconv"])
     # Fresh workers per session; the reported median is the median of the sessions' medians.
@@ -143,8 +143,8 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
     with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
         bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=0)
     # A worker that fails says which conv and passes on its error.
-    with pytest.raises(RuntimeError, match="benchmark of odconv on r18w16-cifar-b1-infer failed"
-                       "(.|\n)*cannot compute this layer"):
+    with pytest.raises(RuntimeError, match=r"benchmark of odconv on r18w16-cifar-b1-infer "
+                       r"\(kfold_conv\) failed(.|\n)*cannot compute this layer"):
         bench.run(["r18w16-cifar-b1-infer"], ["odconv"], strategy="kfold_conv", repeats=1, threads=1,
                   out_dir=tmp_path)
 

@@ -19,7 +19,7 @@ from ..complexity import interleaved_times, round_medians
 from ..conv import DynamicConv2dBase, make_conv
 from ..engine import STRATEGIES, applicable_strategies, choose_strategy
 from ..models import ResNet
-from ..plots.ch07_speed import machine_label
+from ..plots.ch07_speed import backend_label, machine_label, variant
 
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
@@ -175,7 +175,7 @@ def bench_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[s
     for name, table in tables.items():
         for r in table:
             rows.append({"table": name, "machine": machine_label(table), "case": r["name"],
-                         "conv": r["conv"], "median ms": 1e3 * r["median_s"],
+                         "conv": variant(r), "median ms": 1e3 * r["median_s"],
                          "time ×static": r["time_ratio"], "peak MB": r["peak_mb"],
                          "memory ×static": r["memory_ratio"], "strategies": r["strategies"]})
     return rows
@@ -190,3 +190,38 @@ def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Di
              "bank MB": round(r["bank_mb"]), "mix GB/s": round(r["mix_gb_s"], 1),
              "read GB/s": round(r["read_gb_s"], 1), "floor ×": round(r["floor_ratio"], 2)}
             for name, table in tables.items() for r in table]
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def backend_options(name: str) -> Dict[str, Any]:
+    """A backend as the chapter names it ("eager", "compile bf16", "onnxruntime dynamic", …) → the
+    keywords of :func:`fmd.bench.run`."""
+    words = name.split()
+    options: Dict[str, Any] = {"backend": words[0], "amp": None, "dynamic_batch": False}
+    for word in words[1:]:
+        if word == "dynamic":
+            options["dynamic_batch"] = True
+        else:
+            options["amp"] = word
+    return options
+
+
+def backend_rows(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Benchmark rows of several backends (one case) side by side: per backend and dynamic conv,
+    the static and dynamic milliseconds, their ratio, and the output's largest difference from
+    eager fp32 (relative to the largest output; of the static and the dynamic network)."""
+    found = []
+    for r in rows:
+        if r["conv"] == "static":
+            continue
+        static = next(s for s in rows if s["conv"] == "static" and s["name"] == r["name"]
+                      and backend_label(s) == backend_label(r))
+        found.append({"backend": backend_label(r), "case": r["name"], "batch": r["batch"],
+                      "conv": variant(r), "static ms": round(1e3 * static["median_s"], 2),
+                      "ms": round(1e3 * r["median_s"], 2), "time ×static": round(r["time_ratio"], 2),
+                      "output diff": float(f"{max(r['output_rel_diff'], static['output_rel_diff']):.2g}"),
+                      "strategies": r["strategies"]})
+    return found

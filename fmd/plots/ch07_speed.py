@@ -18,6 +18,54 @@ def machine_label(rows: Sequence[Mapping[str, Any]]) -> str:
             f"commit {first['commit']}")
 
 
+def variant(row: Mapping[str, Any]) -> str:
+    """A benchmark row's conv, with the strategy it forced where it forced one: "fmdconv (grouped)"."""
+    forced = row.get("strategy_forced", "auto")
+    return row["conv"] if forced == "auto" or row["conv"] == "static" else f"{row['conv']} ({forced})"
+
+
+def backend_label(row: Mapping[str, Any]) -> str:
+    """Where a benchmark row ran: backend, autocast dtype, dynamic batch ("eager" before backends)."""
+    words = [row.get("backend", "eager")]
+    if row.get("amp", "fp32") != "fp32":
+        words.append(row["amp"])
+    if row.get("dynamic_batch"):
+        words.append("dynamic batch")
+    return " ".join(words)
+
+
+def backend_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
+    """Per backend (rows of :func:`fmd.chapters.ch07_speed.backend_rows`): milliseconds per network
+    on the left, dynamic / static on the right."""
+    use_style()
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    convs = [c for c in dict.fromkeys(r["conv"] for r in rows)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    width = 0.8 / (len(convs) + 1)
+    for i, conv in enumerate(["static"] + convs):
+        xs = [j + (i - len(convs) / 2) * width for j in range(len(backends))]
+        found = [next(r for r in rows if r["backend"] == b and conv in ("static", r["conv"]))
+                 for b in backends]  # every row of a backend carries its static time
+        ms = [r["static ms" if conv == "static" else "ms"] for r in found]
+        left.bar(xs, ms, width * 0.92, color=conv_color(conv), label=label(conv))
+        if conv == "static":
+            continue
+        ratios = [r["time ×static"] for r in found]
+        bars = right.bar(xs, ratios, width * 0.92, color=conv_color(conv))
+        for bar, v in zip(bars, ratios):
+            right.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
+                           textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    right.axhline(1.0, color=conv_color("static"), ls="--", lw=1.2)
+    for ax, ylabel in ((left, "milliseconds per forward (median)"),
+                       (right, "dynamic / static, same backend (×)")):
+        ax.set_xticks(range(len(backends)), backends, fontsize=8, rotation=20, ha="right")
+        ax.set_ylabel(ylabel)
+    left.set_yscale("log")
+    figure_legend(fig, [left], y=0.95, title=f"One network, several backends: {rows[0]['case']}, "
+                  f"batch {rows[0]['batch']}")
+    return fig
+
+
 def case_label(row: Mapping[str, Any]) -> str:
     """A benchmark case in words: backbone, input, batch, inference or training."""
     width = "" if row["width"] == 64 else f", width {row['width']}"
@@ -35,16 +83,19 @@ def _ratio_figure(tables: Mapping[str, Sequence[Mapping[str, Any]]], key: str, y
                              gridspec_kw={"width_ratios": widths})
     for ax, (name, table) in zip(axes[0], tables.items()):
         cases = list(dict.fromkeys(r["name"] for r in table))
-        convs = [c for c in dict.fromkeys(r["conv"] for r in table) if c != "static"]
+        convs = [c for c in dict.fromkeys(map(variant, table)) if c != "static"]
         width = 0.8 / max(1, len(convs))
         for i, conv in enumerate(convs):
             xs, values = [], []
             for j, case in enumerate(cases):
-                match = [r for r in table if r["name"] == case and r["conv"] == conv]
+                match = [r for r in table if r["name"] == case and variant(r) == conv]
                 if match and match[0][key] == match[0][key]:  # NaN-safe
                     xs.append(j + (i - (len(convs) - 1) / 2) * width)
                     values.append(match[0][key])
-            bars = ax.bar(xs, values, width * 0.92, color=conv_color(conv), label=label(conv))
+            base = conv.split(" (")[0]
+            bars = ax.bar(xs, values, width * 0.92, color=conv_color(base),
+                          hatch="//" if conv != base else None,
+                          label=label(base) + conv[len(base):])
             for bar, v in zip(bars, values):
                 ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=7)

@@ -1,0 +1,185 @@
+"""Every strategy under torch.compile, every exported graph in ONNX Runtime, and the strategy choice
+per device: the deployment paths compute what eager PyTorch computes."""
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from fmd.conv import CONVS, DynamicConv2dBase, make_conv
+from fmd.engine import applicable_strategies, choose_strategy
+from fmd.export import conv_output_channels, export_onnx
+from fmd.models import resnet18
+
+COMPUTING = ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col", "shared")
+
+
+def layer_and_input(conv, batch=3, channels=8, size=6, **options):
+    layer = make_conv(conv, channels, channels, 3, 1, 1, **options)
+    return layer, torch.randn(batch, channels, size, size)
+
+
+def strategies_of(conv):
+    layer, x = layer_and_input(conv)
+    with torch.no_grad():
+        att = layer.attend(x)
+    return applicable_strategies(att, layer.geometry)
+
+
+CASES = [(conv, strategy) for conv in ("fmdconv", "odconv") for strategy in strategies_of(conv)]
+CASES += [("fmdconv_gates", "shared"), ("fmdconv_gates", "grouped")]
+
+
+def build(conv, strategy):
+    options = {"attentions": ("input", "output")} if conv == "fmdconv_gates" else {}
+    return layer_and_input(conv.replace("_gates", ""), strategy=strategy, **options)
+
+
+@pytest.mark.parametrize("conv,strategy", CASES)
+def test_every_strategy_compiled_gives_eager_outputs_and_input_gradients(conv, strategy):
+    # aot_eager traces the graph as inductor would (dynamo, AOTAutograd, the same strategy choice)
+    # without generating code, so the suite stays fast; inductor itself is timed by fmd.bench.
+    layer, x = build(conv, strategy)
+    compiled = torch.compile(layer, backend="aot_eager")  # as users call it
+    for train in (False, True):
+        layer.train(train)
+        outputs, grads = [], []
+        for run in (layer, compiled):  # each backward before the next forward updates BN buffers
+            x_leaf = x.clone().requires_grad_()
+            outputs.append(run(x_leaf))
+            outputs[-1].square().mean().backward()
+            grads.append(x_leaf.grad)
+            assert layer.last_strategy == strategy
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("conv,strategy", CASES)
+def test_every_strategy_runs_under_bf16_autocast_close_to_fp32(conv, strategy):
+    layer, x = build(conv, strategy)
+    for train in (False, True):
+        layer.train(train)
+        grads = []
+        for dtype in (None, torch.bfloat16):
+            x_leaf = x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = layer(x_leaf)
+            out.float().square().mean().backward()
+            grads.append((out.detach().float(), x_leaf.grad))
+        (y32, g32), (y16, g16) = grads
+        assert layer.last_strategy == strategy
+        assert float((y16 - y32).abs().max()) <= 0.03 * float(y32.abs().max())
+        assert float((g16 - g32).abs().max()) <= 0.03 * float(g32.abs().max())
+
+
+def test_auto_compiled_with_a_symbolic_batch_stays_exact_at_every_batch():
+    layer, _ = layer_and_input("fmdconv")
+    layer.eval()
+    compiled = torch.compile(layer, backend="aot_eager", dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        for batch in (2, 5, 1):
+            x = torch.randn(batch, 8, 6, 6)
+            torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_inductor_compiles_the_automatic_choice_to_eager_outputs():
+    layer, x = layer_and_input("fmdconv", batch=1)
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(layer)(x), layer(x), rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("conv", list(CONVS))
+@pytest.mark.parametrize("batch", [1, None])
+def test_onnx_runtime_runs_every_convolution_as_eager(conv, batch, tmp_path):
+    layer, _ = layer_and_input(conv)
+    report = export_onnx(layer, tmp_path / f"{conv}.onnx", (8, 6, 6), batch=batch, threads=1)
+    assert report["batch"] == (batch or "dynamic") and report["max_abs_diff"] < 1e-4
+
+
+def test_a_fixed_batch_1_onnx_export_has_no_k_fold_convolution(tmp_path):
+    # Width 5 and K = 3: a K-fold convolution would have 15, 30, 60 or 120 output channels.
+    model = resnet18(conv="fmdconv", stem="cifar", width=5, kernel_num=3, num_classes=10)
+    export_onnx(model, tmp_path / "b1.onnx", (3, 32, 32), batch=1, threads=1)
+    channels = conv_output_channels(tmp_path / "b1.onnx")
+    assert len(channels) == 20 and set(channels) <= {5, 10, 20, 40}, channels
+
+
+def test_onnx_export_refuses_bad_sizes(tmp_path):
+    layer, _ = layer_and_input("fmdconv")
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        export_onnx(layer, tmp_path / "x.onnx", (8, 6, 6), batch=0)
+    with pytest.raises(ValueError, match=r"input_size must be \(channels, height, width\)"):
+        export_onnx(layer, tmp_path / "x.onnx", (1, 8, 6, 6))
+
+
+def test_export_command_writes_a_checked_graph(tmp_path, capsys):
+    from fmd.export import main
+
+    out = tmp_path / "r18.onnx"
+    assert main([str(out), "--conv", "dyconv", "--stem", "cifar", "--width", "4", "--size", "16",
+                 "--num-classes", "10", "--dynamic-batch"]) == 0
+    assert out.exists() and "ONNX Runtime matches eager PyTorch" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main([str(out), "--batch", "0"])
+    assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_cpu_thresholds_do_not_govern_cuda():
+    # Fake tensors carry a CUDA device without a GPU: the rule is read from shapes and device only.
+    with FakeTensorMode():
+        for device in ("cpu", "cuda"):
+            with torch.device(device):
+                layer, x = layer_and_input("fmdconv", batch=128, channels=256, size=8, bias=False)
+                picked = choose_strategy(x, layer.weight, layer.attend(x), layer.geometry)
+            assert picked == {"cpu": "sample_im2col", "cuda": "grouped"}[device]
+        with torch.device("cuda"):
+            layer, x = layer_and_input("fmdconv", batch=128, channels=8, size=32,
+                                       attentions=("input", "output"))
+            layer(x)
+        assert isinstance(layer, DynamicConv2dBase) and layer.last_strategy == "shared"
+
+
+def test_tune_caches_per_device():
+    from fmd.engine import _TUNED
+
+    layer, x = layer_and_input("fmdconv", strategy="tune")
+    before = set(_TUNED)
+    layer(x)
+    with torch.device("meta"):
+        meta_layer, meta_x = layer_and_input("fmdconv", strategy="tune")
+        meta_layer(meta_x)  # another device, the same shape: a key of its own
+    added = set(_TUNED) - before
+    assert len(added) == 2 and {key[-2] for key in added} == {"cpu", "meta"}
+
+
+def test_benchmark_names_its_backend_and_compares_outputs_with_eager(tmp_path):
+    from fmd import bench
+
+    rows = bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], repeats=1, threads=1, out_dir=tmp_path,
+                     backend="onnxruntime")
+    assert [(r["conv"], r["backend"], r["amp"]) for r in rows] == [
+        ("static", "onnxruntime", "fp32"), ("fmdconv", "onnxruntime", "fp32")]
+    assert all(r["output_rel_diff"] < 1e-4 for r in rows) and rows[1]["strategies"] == "grouped"
+    assert "| fmdconv | auto | onnxruntime | fp32 |" in (tmp_path / "bench_cpu_onnxruntime.md").read_text()
+    for backend, amp, message in [("onnxruntime", "bf16", "fp32"), ("tpu", None, "backend must be"),
+                                  ("eager", "fp8", "amp must be")]:
+        with pytest.raises(ValueError, match=message):
+            bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], backend=backend, amp=amp)
+    with pytest.raises(ValueError, match="training case"):
+        bench.run(["r18w16-cifar-b32-train"], ["fmdconv"], backend="onnxruntime")
+    with pytest.raises(ValueError, match="needs --backend compile or onnxruntime"):
+        bench.run(["r18w16-cifar-b1-infer"], ["fmdconv"], dynamic_batch=True)
+
+
+def test_benchmark_times_the_official_computation_beside_auto(tmp_path):
+    # What `--device cuda` adds by default, run here on the CPU: a row with grouped forced.
+    from fmd import bench
+
+    rows = bench.run(["r18w16-cifar-b32-train"], ["odconv"], strategy=["auto", "grouped"], repeats=1,
+                     threads=1, out_dir=tmp_path, amp="bf16")
+    assert [(r["conv"], r["strategy_forced"]) for r in rows] == [
+        ("static", "auto"), ("odconv", "auto"), ("odconv", "grouped")]
+    assert rows[2]["strategies"] == "grouped" and rows[1]["strategies"] != "grouped"
+    assert (tmp_path / "bench_cpu_eager_bf16.json").exists()
