@@ -267,6 +267,8 @@ def make_config(recipe: str = "quick", **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {tuple(RECIPES)}")
     _check_fields(overrides)
     values = {**RECIPES[recipe], "recipe": recipe, **overrides}
+    if values["dataset"] == "imagenet" and "transform" not in overrides:
+        values["transform"] = "imagenet"  # folder images differ in size: the one transform they take
     return TrainConfig(**values)
 
 

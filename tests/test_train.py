@@ -172,7 +172,8 @@ def test_bad_names_and_values_list_the_choices():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet1k'.*fashion_mnist.*synthetic.*imagenet"):
         make_config("smoke", dataset="imagenet1k")
     with pytest.raises(ValueError, match="transform must be 'imagenet' for dataset imagenet"):
-        make_config("smoke", dataset="imagenet")
+        make_config("smoke", dataset="imagenet", transform="cifar")
+    assert make_config("quick", dataset="imagenet").transform == "imagenet"
     with pytest.raises(ValueError, match="unknown amp 'fp8'.*none.*bf16.*fp16"):
         make_config("smoke", amp="fp8")
     with pytest.raises(ValueError, match="sync_bn must be False for a single process"):
