@@ -1,34 +1,45 @@
-"""Datasets (CIFAR-10/100, Fashion-MNIST, a synthetic set for tests) and batched tensor transforms.
+"""Datasets (CIFAR-10/100, Fashion-MNIST, a synthetic set for tests, ImageNet-style folders) and
+their loaders.
 
-Every dataset is held in memory as a ``uint8`` tensor N×C×H×W. Loaders index whole batches and
-augment them as tensors, on the training device, with random numbers drawn from the loader's own
-``torch.Generator``: no per-image PIL work (the 2-core CPU profile cannot afford it), and one
-generator state is all a checkpoint needs to resume the data stream exactly.
+The small sets are held in memory as a ``uint8`` tensor N×C×H×W. Their loaders index whole batches
+and augment them as tensors, on the training device, with random numbers drawn from the loader's
+own ``torch.Generator``: no per-image work (on the same 32×32 images the in-memory loader is many
+times faster than decoding files through a DataLoader; the README's "Paper scale" section has the
+measurement), and one generator state is all a checkpoint needs to resume the data stream exactly.
+
+ImageNet-style folders (``train/<class>/*``, ``val/<class>/*``) are read with torchvision's
+``ImageFolder`` and ``transforms.v2`` in DataLoader worker processes (:class:`FolderLoader`).
+Data roots come from an argument, else ``$FMD_DATA_ROOT`` (ImageNet: ``$FMD_IMAGENET``), else
+``data/`` in the repository.
 """
 from __future__ import annotations
 
 import contextlib
 import gzip
 import math
+import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .provenance import REPO_ROOT
 
 PathLike = Union[str, Path]
 
 DATA_ROOT = REPO_ROOT / "data"
-DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic")
+DATA_ROOT_ENV = "FMD_DATA_ROOT"  # the folder that holds the datasets, instead of data/
+IMAGENET_ENV = "FMD_IMAGENET"  # an ImageNet-style tree (train/ and val/), instead of <data root>/imagenet
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic", "imagenet")
 # The channel counts each dataset can give (None: its own); the synthetic set draws any number.
 DATASET_CHANNELS: Dict[str, Optional[Tuple[int, ...]]] = {
-    "cifar10": (3,), "cifar100": (3,), "fashion_mnist": (1, 3), "synthetic": None}
+    "cifar10": (3,), "cifar100": (3,), "fashion_mnist": (1, 3), "synthetic": None, "imagenet": (3,)}
 TRANSFORMS = ("cifar", "imagenet", "none")
 # Where the Debian package dataset-fashion-mnist installs the IDX files.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -41,11 +52,30 @@ STATS: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion_mnist": ((0.2190,), (0.3318,)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's ImageNet models'
 }
 
 
+def default_root(root: Optional[PathLike] = None) -> Path:
+    """The datasets folder: ``root`` if given, else ``$FMD_DATA_ROOT``, else ``data/``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ[DATA_ROOT_ENV]) if os.environ.get(DATA_ROOT_ENV) else DATA_ROOT
+
+
+class _Split(Dataset):
+    """What the splits of every dataset share."""
+
+    classes: Tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+
 @dataclass(eq=False)
-class ImageSet(Dataset):
+class ImageSet(_Split):
     """One split of a dataset in memory: ``images`` N×C×H×W uint8, ``targets`` N int64."""
 
     name: str
@@ -76,20 +106,11 @@ class ImageSet(Dataset):
         """Number of image channels."""
         return self.images.shape[1]
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
     def subset(self, size: Optional[int], seed: int = 0) -> "ImageSet":
         """A random subset of ``size`` images, the same for the same seed; ``None`` keeps all."""
-        if size is None:
+        keep = _subset_indices(len(self), size, seed, self.split, self.name)
+        if keep is None:
             return self
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= len(self):
-            raise ValueError(f"{self.split} subset size must be an integer in [1, {len(self)}] "
-                             f"for {self.name}, got {size!r}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        keep = order[:size].sort().values
         return ImageSet(self.name, self.split, self.images[keep], self.targets[keep], self.classes,
                         self.mean, self.std)
 
@@ -160,7 +181,7 @@ def load_fashion_mnist(root: Optional[PathLike] = None, *, channels: int = 1, do
     Looked for in ``dirs`` (default :func:`fashion_mnist_dirs`: torchvision's layout under
     ``root``, then the Debian package); downloaded with torchvision only if ``download``.
     """
-    root = Path(root) if root is not None else DATA_ROOT
+    root = default_root(root)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3 for fashion_mnist, got {channels!r}")
     search = tuple(Path(d) for d in dirs) if dirs is not None else fashion_mnist_dirs(root)
@@ -215,7 +236,7 @@ def load_cifar(name: str = "cifar10", root: Optional[PathLike] = None, *,
         raise ValueError(f"name must be one of {tuple(_CIFAR_FOLDERS)}, got {name!r}")
     import torchvision
 
-    root = Path(root) if root is not None else DATA_ROOT
+    root = default_root(root)
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     splits = []
     for train in (True, False):
@@ -278,6 +299,96 @@ def make_synthetic(train_size: int = 1024, test_size: int = 256, *, num_classes:
             ImageSet("synthetic", "test", test_x, test_y, classes, mean, std))
 
 
+def _subset_indices(n: int, size: Optional[int], seed: int, split: str, name: str) -> Optional[Tensor]:
+    """The sorted indices of a seeded random subset of ``size`` of ``n`` items; None keeps all."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= n:
+        raise ValueError(f"{split} subset size must be an integer in [1, {n}] for {name}, got {size!r}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:size].sort().values
+
+
+@dataclass(eq=False)
+class FolderSet(_Split):
+    """One split of an ImageNet-style folder: torchvision's ``ImageFolder``, optionally a subset.
+
+    Items are ``(uint8 C×H×W tensor after transform, class index)``; ``transform`` is a
+    ``torchvision.transforms.v2`` pipeline set by :func:`make_loaders`.
+    """
+
+    name: str
+    split: str
+    folder: Any  # torchvision.datasets.ImageFolder
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    indices: Optional[Tensor] = None
+    transform: Optional[Callable[[Any], Tensor]] = None
+
+    def __len__(self) -> int:
+        return len(self.folder) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, int]:
+        image, target = self.folder[index if self.indices is None else int(self.indices[index])]
+        return (image if self.transform is None else self.transform(image)), target
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        """Class names: the sub-folder names, sorted."""
+        return tuple(self.folder.classes)
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels (ImageFolder converts every image to RGB)."""
+        return 3
+
+    def subset(self, size: Optional[int], seed: int = 0) -> "FolderSet":
+        """A random subset of ``size`` images, the same for the same seed; ``None`` keeps all."""
+        keep = _subset_indices(len(self), size, seed, self.split, self.name)
+        if keep is None:
+            return self
+        base = keep if self.indices is None else self.indices[keep]
+        return dataclasses.replace(self, indices=base)
+
+
+def imagenet_root(root: Optional[PathLike] = None) -> Path:
+    """The ImageNet-style tree: ``root`` (or ``root/imagenet``) if given, else ``$FMD_IMAGENET``,
+    else ``<data root>/imagenet`` (see :func:`default_root`)."""
+    if root is not None:
+        root = Path(root)
+        return root / "imagenet" if not (root / "train").is_dir() and (root / "imagenet").is_dir() else root
+    if os.environ.get(IMAGENET_ENV):
+        return Path(os.environ[IMAGENET_ENV])
+    return default_root() / "imagenet"
+
+
+def load_image_folder(root: Optional[PathLike] = None) -> Tuple[FolderSet, FolderSet]:
+    """The ``train/`` and ``val/`` splits of an ImageNet-style tree (ImageNet-1k, ImageNet-100, …):
+    one sub-folder per class in each, the same class names in both."""
+    from torchvision.datasets import ImageFolder
+
+    tree = imagenet_root(root)
+    expected = (f"expected an ImageNet-style tree {tree}/train/<class>/<image> and "
+                f"{tree}/val/<class>/<image> (pass --data-root TREE or set ${IMAGENET_ENV})")
+    splits = []
+    for split in ("train", "val"):
+        if not (tree / split).is_dir():
+            raise FileNotFoundError(f"no folder {tree / split}: {expected}")
+        try:
+            folder = ImageFolder(str(tree / split))
+        except FileNotFoundError as error:  # no class folder, or a class folder without images
+            raise FileNotFoundError(f"{tree / split} is not an image folder ({error}): "
+                                    f"{expected}") from None
+        splits.append(FolderSet("imagenet", "train" if split == "train" else "test", folder,
+                                *STATS["imagenet"]))
+    train, test = splits
+    if train.classes != test.classes:
+        missing = sorted(set(train.classes) ^ set(test.classes))
+        raise ValueError(f"{tree}/train and {tree}/val must hold the same class folders; "
+                         f"in one only: {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    return train, test
+
+
 def check_channels(dataset: str, channels: Optional[int]) -> None:
     """Refuse a channel count that ``dataset`` cannot give, naming those it can."""
     allowed = DATASET_CHANNELS[dataset]
@@ -288,11 +399,12 @@ def check_channels(dataset: str, channels: Optional[int]) -> None:
 
 def get_datasets(name: str, root: Optional[PathLike] = None, *, train_subset: Optional[int] = None,
                  test_subset: Optional[int] = None, channels: Optional[int] = None,
-                 download: bool = False, seed: int = 0) -> Tuple[ImageSet, ImageSet]:
+                 download: bool = False, seed: int = 0) -> Tuple[Any, Any]:
     """The train and test splits of dataset ``name``, optionally as seeded random subsets.
 
     ``channels``: Fashion-MNIST 1 (default) or 3 (replicated); the synthetic set 3 (default) or
-    any positive number; CIFAR only 3. ``root`` defaults to ``data/`` under the repository root.
+    any positive number; CIFAR and ImageNet only 3. ``root``: see :func:`default_root` (ImageNet:
+    :func:`imagenet_root`). The small sets are :class:`ImageSet` objects, ImageNet :class:`FolderSet`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
@@ -302,6 +414,8 @@ def get_datasets(name: str, root: Optional[PathLike] = None, *, train_subset: Op
                                          download=download)
     elif name == "synthetic":
         train, test = make_synthetic(channels=3 if channels is None else channels, seed=seed)
+    elif name == "imagenet":
+        train, test = load_image_folder(root)
     else:
         train, test = load_cifar(name, root, download=download)
     return train.subset(train_subset, seed), test.subset(test_subset, seed)
@@ -471,33 +585,77 @@ def make_transforms(style: str, mean: Sequence[float],
 # Loaders
 
 
+def folder_transforms(style: str) -> Tuple[Callable[[Any], Tensor], Callable[[Any], Tensor]]:
+    """(train, test) ``transforms.v2`` pipelines of the images of a :class:`FolderSet`, uint8 out
+    (normalised on the training device by the loader): ``"imagenet"`` only, RandomResizedCrop 224 +
+    flip | Resize 256 + CenterCrop 224."""
+    if style != "imagenet":
+        raise ValueError(f"an ImageNet-style folder takes transform 'imagenet' (its images differ "
+                         f"in size), got {style!r}")
+    from torchvision.transforms import v2
+
+    return (v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224, antialias=True),
+                        v2.RandomHorizontalFlip()]),
+            v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224)]))
+
+
+def shard(data: Any, rank: int, world_size: int) -> Any:
+    """Every ``world_size``-th item from ``rank`` (a rank's part of the test set: no item twice,
+    unlike a padded ``DistributedSampler``, so metrics summed over ranks are exact)."""
+    if world_size == 1:
+        return data
+    if isinstance(data, ImageSet):
+        return ImageSet(data.name, data.split, data.images[rank::world_size],
+                        data.targets[rank::world_size], data.classes, data.mean, data.std)
+    base = torch.arange(len(data)) if data.indices is None else data.indices
+    return dataclasses.replace(data, indices=base[rank::world_size])
+
+
+def _batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
 class BatchLoader:
     """Iterates over (images, targets) batches of an :class:`ImageSet`, transformed on ``device``.
 
     Shuffling and augmentation draw from one ``torch.Generator`` seeded by ``seed``; its state is
     in :meth:`state_dict`, so a resumed run sees the same batches as an uninterrupted one.
     A training loader drops the last incomplete batch (a batch of one breaks BatchNorm).
+    With a ``sampler`` (a ``DistributedSampler``), the sampler orders the images instead.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False,
                  drop_last: bool = False, transform: Optional[BatchTransform] = None,
-                 device: Union[str, torch.device] = "cpu", seed: int = 0) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+                 device: Union[str, torch.device] = "cpu", seed: int = 0,
+                 sampler: Optional[Sampler] = None) -> None:
+        self.data, self.batch_size, self.shuffle = data, _batch_size(batch_size), shuffle
+        self.sampler = sampler
         # With fewer images than one batch, one short batch beats an empty epoch.
-        self.drop_last = drop_last and len(data) >= batch_size
+        self.drop_last = drop_last and self._count() >= batch_size
         self.transform = transform if transform is not None else BatchTransform(data.mean, data.std)
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _count(self) -> int:
+        return len(self.data) if self.sampler is None else len(self.sampler)  # type: ignore[arg-type]
+
     def __len__(self) -> int:
-        n = len(self.data)
+        n = self._count()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the sampler the epoch (a ``DistributedSampler`` reshuffles per epoch)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
         n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.int64)
+        else:
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         pin = self.device.type == "cuda"
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -522,12 +680,62 @@ class BatchLoader:
         self.generator.set_state(state["generator"])
 
 
-def make_loaders(train: ImageSet, test: ImageSet, batch_size: int, *, transform: str = "cifar",
+class FolderLoader(BatchLoader):
+    """Batches of a :class:`FolderSet` through a ``torch.utils.data.DataLoader``: ``workers``
+    processes decode and transform (``transforms.v2``), pinned memory towards a GPU, persistent
+    workers; normalised on ``device``. Shuffling and the workers' seeds come from the loader's
+    generator (its state is in :meth:`state_dict`); each worker's augmentation stream is its own."""
+
+    def __init__(self, data: FolderSet, batch_size: int, *, shuffle: bool = False,
+                 drop_last: bool = False, device: Union[str, torch.device] = "cpu", seed: int = 0,
+                 sampler: Optional[Sampler] = None, workers: int = 0) -> None:
+        super().__init__(data, batch_size, shuffle=shuffle, drop_last=drop_last, device=device,
+                         seed=seed, sampler=sampler)  # type: ignore[arg-type]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
+        self.loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                 sampler=sampler, drop_last=self.drop_last, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                                 generator=self.generator)
+
+    def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
+        pin = self.device.type == "cuda"
+        for images, targets in self.loader:
+            yield (self.transform(images.to(self.device, non_blocking=pin)),
+                   targets.to(self.device, non_blocking=pin))
+
+    def output_shape(self) -> Tuple[int, int, int]:
+        return (3, 224, 224)
+
+
+def make_loaders(train: Any, test: Any, batch_size: int, *, transform: str = "cifar",
                  eval_batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
-                 seed: int = 0) -> Tuple[BatchLoader, BatchLoader]:
-    """A shuffling, augmenting training loader and a deterministic test loader."""
+                 seed: int = 0, workers: int = 0, rank: int = 0,
+                 world_size: int = 1) -> Tuple[BatchLoader, BatchLoader]:
+    """A shuffling, augmenting training loader and a deterministic test loader.
+
+    In-memory sets (:class:`ImageSet`) get :class:`BatchLoader` objects, folders (:class:`FolderSet`)
+    :class:`FolderLoader` objects with ``workers`` processes. With ``world_size`` > 1 (one process per
+    device, torchrun) the training images are split by a ``DistributedSampler`` and the test
+    images by :func:`shard`; augmentation differs per rank.
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
+    eval_batch_size = eval_batch_size or batch_size
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=seed, drop_last=True)
+    seed = seed + 1000003 * rank  # each rank its own augmentation stream
+    test = shard(test, rank, world_size)
+    if isinstance(train, FolderSet):
+        train_tf, test_tf = folder_transforms(transform)
+        train = dataclasses.replace(train, transform=train_tf)
+        test = dataclasses.replace(test, transform=test_tf)
+        return (FolderLoader(train, batch_size, shuffle=True, drop_last=True, device=device, seed=seed,
+                             sampler=sampler, workers=workers),
+                FolderLoader(test, eval_batch_size, device=device, seed=seed, workers=workers))
     train_tf, test_tf = make_transforms(transform, train.mean, train.std)
     return (BatchLoader(train, batch_size, shuffle=True, drop_last=True, transform=train_tf,
-                        device=device, seed=seed),
-            BatchLoader(test, eval_batch_size or batch_size, transform=test_tf, device=device,
-                        seed=seed))
+                        device=device, seed=seed, sampler=sampler),
+            BatchLoader(test, eval_batch_size, transform=test_tf, device=device, seed=seed))

@@ -3,10 +3,16 @@
 A notebook's ``parameters`` cell reads the profile from ``FMD_PROFILE`` (papermill can also pass
 it); :func:`get_profile` turns the name into what each chapter needs: which training recipe and
 datasets, how much smaller the ablation runs are, which benchmark cases to time.
+
+``FMD_TINY=1`` runs a profile's code path at a tiny size: the same recipes, datasets, grids and
+cells, with every run on :data:`TINY_RUNS` (a few images, one epoch, a narrower ResNet) and the
+smoke profile's benchmark case timed once, its runs and figures under ``build/tiny-<profile>-*`` (never over
+the committed ones). The test suite runs the ``paper`` profile this way on fixture CIFAR files.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -27,6 +33,7 @@ class Profile:
     bench_repeats: int = 5
     gradcam_images: int = 8
     download: bool = False  # whether training may download a missing dataset
+    scale: Dict[str, Any] = field(default_factory=dict)  # overrides of every run (FMD_TINY)
 
 
 PROFILES = {
@@ -41,11 +48,35 @@ PROFILES = {
 }
 
 
+TINY_ENV = "FMD_TINY"
+# Every run under FMD_TINY: one batch of 8 images (BatchNorm trains on it; Grad-CAM draws 8), one
+# epoch, and width 16 (the quick recipe's). At the paper's width 64 the notebooks' 40-odd runs cost
+# 270 MB of checkpoint each and chapters 01-04 alone took 10 minutes on two shared cores.
+TINY_RUNS: Dict[str, Any] = {"train_subset": 8, "test_subset": 8, "epochs": 1, "width": 16}
+
+
+def tiny() -> bool:
+    """Whether ``FMD_TINY`` asks for the tiny size (set and not ``0``)."""
+    return os.environ.get(TINY_ENV, "") not in ("", "0")
+
+
 def get_profile(name: str) -> Profile:
-    """The profile called ``name``; a clear error for anything else."""
+    """The profile called ``name`` (at the tiny size under ``FMD_TINY``); a clear error for anything
+    else."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {PROFILE_NAMES}")
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if tiny():
+        # Timing: chapter 7's cells as they are, on the smoke profile's benchmark case, once.
+        profile = replace(profile, ablation={**profile.ablation, **TINY_RUNS}, scale=dict(TINY_RUNS),
+                          bench_cases=PROFILES["smoke"].bench_cases, bench_repeats=1)
+    return profile
+
+
+def output_dir(profile: str, kind: str) -> Path:
+    """Where a profile's ``kind`` ("runs" or "figures") goes under ``FMD_TINY``."""
+    get_profile(profile)
+    return REPO_ROOT / "build" / f"tiny-{profile}-{kind}"
 
 
 def main_config(profile: str, dataset: str = "", **overrides: Any):
@@ -53,7 +84,7 @@ def main_config(profile: str, dataset: str = "", **overrides: Any):
     from .train import make_config
 
     p = get_profile(profile)
-    return make_config(p.recipe, dataset=dataset or p.datasets[0], **overrides)
+    return make_config(p.recipe, dataset=dataset or p.datasets[0], **{**p.scale, **overrides})
 
 
 def ablation_config(profile: str, **overrides: Any):
@@ -65,6 +96,9 @@ def ablation_config(profile: str, **overrides: Any):
 
 
 def runs_root(profile: str) -> Path:
-    """Where a profile's run records go: ``data/runs/`` (committed), or ``build/smoke-runs/``."""
+    """Where a profile's run records go: ``data/runs/`` (committed), or ``build/smoke-runs/``
+    (under ``FMD_TINY``: ``build/tiny-<profile>-runs/``)."""
     get_profile(profile)
+    if tiny():
+        return output_dir(profile, "runs")
     return REPO_ROOT / ("build/smoke-runs" if profile == "smoke" else "data/runs")

@@ -11,11 +11,13 @@ Command line: ``python -m fmd.train --recipe quick --conv fmdconv`` (``--help`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import dataclasses
 import io
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import cli, runs
+from . import cli, distributed, runs
 from .provenance import atomic_write_bytes, describe_device, git_state, library_versions
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, BatchLoader, check_channels, get_datasets, make_loaders
@@ -97,6 +99,12 @@ class TrainConfig:
     seed: int = 0
     threads: Optional[int] = None  # torch.set_num_threads; None: leave torch's default
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    # Added after the committed runs: in a run's key only away from their defaults (_LATER_FIELDS).
+    amp: str = "none"  # autocast: "none" (fp32), "bf16", "fp16" (with a GradScaler)
+    channels_last: bool = False  # the model and its inputs in channels_last memory format
+    compile: bool = False  # torch.compile the training forward
+    world_size: int = 1  # processes (one per device) of a torchrun run; batch_size is per device
+    sync_bn: bool = False  # SyncBatchNorm across the processes (attention trunks too)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -113,7 +121,7 @@ class TrainConfig:
         unknown = set(self.attentions) - set(FMD_ATTENTIONS)
         if unknown:
             raise ValueError(f"attentions must be a subset of {FMD_ATTENTIONS}, got {self.attentions}")
-        for name in ("width", "kernel_num", "epochs"):
+        for name in ("width", "kernel_num", "epochs", "world_size"):
             self._require(name, getattr(self, name) >= 1, "a positive integer")
         for name in ("channels", "test_subset", "eval_batch_size", "threads"):
             value = getattr(self, name)
@@ -124,6 +132,11 @@ class TrainConfig:
         self._require("train_subset", self.train_subset is None or self.train_subset >= 2,
                       "at least 2 images or None (BatchNorm trains on batches)")
         check_channels(self.dataset, self.channels)
+        if self.dataset == "imagenet" and self.transform != "imagenet":
+            raise ValueError(f"transform must be 'imagenet' for dataset imagenet (ImageFolder images "
+                             f"differ in size), got {self.transform!r}")
+        self._require("sync_bn", not self.sync_bn or self.world_size > 1,
+                      "False for a single process (SyncBatchNorm needs world_size > 1)")
         self._require("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number")
         self._require("momentum", 0 <= self.momentum < 1, "in [0, 1)")
         self._require("weight_decay", self.weight_decay >= 0, "non-negative")
@@ -156,6 +169,9 @@ class TrainConfig:
             kept.pop(name)
         if self.lr_schedule == "cosine":
             kept.pop("milestones"), kept.pop("gamma")
+        for name, default in _LATER_FIELDS.items():
+            if kept[name] == default:
+                kept.pop(name)
         return kept
 
     def key(self) -> str:
@@ -173,11 +189,18 @@ class TrainConfig:
                                                for name in spec.schedule_fields})
 
 
+# Fields added after runs were committed, and their defaults: a run that leaves them there keeps
+# the key it had before they existed.
+_LATER_FIELDS = {"amp": "none", "channels_last": False, "compile": False, "world_size": 1,
+                 "sync_bn": False}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _field_choices() -> Dict[str, Tuple[Any, ...]]:
     """The values a config field with a fixed set of values accepts."""
     return {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS, "transform": TRANSFORMS,
             "conv": tuple(CONVS), "depth": tuple(DEPTHS), "stem": STEMS, "preset": FMD_PRESETS,
-            "lr_schedule": LR_SCHEDULES}
+            "lr_schedule": LR_SCHEDULES, "amp": ("none", *AMP_DTYPES)}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -251,6 +274,8 @@ def make_config(recipe: str = "quick", **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {tuple(RECIPES)}")
     _check_fields(overrides)
     values = {**RECIPES[recipe], "recipe": recipe, **overrides}
+    if values["dataset"] == "imagenet" and "transform" not in overrides:
+        values["transform"] = "imagenet"  # folder images differ in size: the one transform they take
     return TrainConfig(**values)
 
 
@@ -292,32 +317,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``amp``'s dtype ("bf16", "fp16") on ``device``; "none": fp32."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def _inputs(images: Tensor, channels_last: bool) -> Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: BatchLoader) -> Dict[str, float]:
-    """Loss, top-1 and top-5 (percent) over the loader, and its throughput."""
+def evaluate(model: nn.Module, loader: BatchLoader, *, amp: str = "none", channels_last: bool = False,
+             context: distributed.Context = distributed.SINGLE) -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percent) over the loader, and its throughput; summed over the
+    ranks of ``context`` (each evaluates its shard of the test set)."""
     model.eval()
     device = next(model.parameters()).device
     loss_sum, top1, top5, seen = 0.0, 0, 0, 0
     _sync(device)
     start = time.perf_counter()
     for images, targets in loader:
-        logits = model(images)
+        with autocast(amp, device):
+            logits = model(_inputs(images, channels_last))
+        logits = logits.float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
         hit1, hit5 = topk_correct(logits, targets, (1, 5))
         top1 += int(hit1.sum())
         top5 += int(hit5.sum())
         seen += targets.shape[0]
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = context.max(time.perf_counter() - start)
+    loss_sum, top1, top5, seen = context.sum([loss_sum, top1, top5, seen])
+    seen = int(seen)
     return {"loss": loss_sum / seen, "top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen,
             "images": seen, "seconds": seconds, "images_per_s": seen / seconds}
 
 
 def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, schedules: Dict[str, Any],
-                epoch: int, *, progress: bool = False, desc: str = "") -> Dict[str, Any]:
-    """One epoch of SGD; temperatures follow ``schedules`` per iteration. Raises on a NaN loss."""
+                epoch: int, *, progress: bool = False, desc: str = "", amp: str = "none",
+                channels_last: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
+                context: distributed.Context = distributed.SINGLE) -> Dict[str, Any]:
+    """One epoch of SGD; temperatures follow ``schedules`` per iteration. Raises on a NaN loss.
+
+    ``amp``: the forward under autocast, ``scaler`` (fp16) scaling the loss; the loss and accuracy
+    are summed over the ranks of ``context`` (the loss every iteration, so that all ranks stop
+    together on a NaN)."""
     model.train()
+    loader.set_epoch(epoch)
+    scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)
     device = next(model.parameters()).device
     iters = len(loader)
     loss_sum, correct, seen = 0.0, 0, 0
@@ -329,25 +379,34 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
     start = time.perf_counter()
     for i, (images, targets) in enumerate(bar):
         temperatures = apply_schedules(model, schedules, epoch + i / iters)
-        logits = model(images)
-        loss = _loss(logits, targets)
-        value = loss.item()
+        with autocast(amp, device):
+            logits = model(_inputs(images, channels_last))
+            loss = _loss(logits, targets)
+        value, orphans = context.sum([loss.item(), context.orphaned()])
+        value /= context.world_size
+        if orphans:  # every rank stops at this iteration, none waits on a rank that left
+            bar.close()
+            raise distributed.LauncherGone(
+                f"the torchrun launcher is gone (epoch {epoch + 1}, iteration {i + 1}/{iters}); every "
+                "finished epoch is in the run's checkpoint: run the same command with --resume")
         if not math.isfinite(value):
             bar.close()
             raise NonFiniteLossError(f"the training loss became {value} at epoch {epoch + 1}, "
                                      f"iteration {i + 1}/{iters}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         batch = targets.shape[0]
-        loss_sum += value * batch
+        loss_sum += value * batch * context.world_size  # the ranks' batches are equal (drop_last)
         correct += int((logits.argmax(1) == targets).sum())
-        seen += batch
+        seen += batch * context.world_size
         if progress and (i % 10 == 0 or i == iters - 1):
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = context.max(time.perf_counter() - start)
+    correct = int(context.sum([correct])[0])
     bar.close()
     return {"loss": loss_sum / seen, "top1": 100.0 * correct / seen, "images": seen,
             "seconds": seconds, "images_per_s": seen / seconds, "temperatures": temperatures,
@@ -439,7 +498,7 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
           data_root: Optional[PathLike] = None, force: bool = False, resume: bool = False,
           progress: bool = True, verbose: Optional[bool] = None, download: bool = False,
-          stop_after: Optional[int] = None) -> Optional[Dict[str, Any]]:
+          stop_after: Optional[int] = None, workers: Optional[int] = None) -> Optional[Dict[str, Any]]:
     """Train (or fetch) the run ``config`` describes and return its record.
 
     * A finished run's stored record is returned without training, unless ``force``.
@@ -449,6 +508,10 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
       a later call with ``resume=True`` continues.
     * A NaN or infinite loss raises :class:`NonFiniteLossError`; the last checkpoint stays.
     * ``progress`` shows tqdm bars; ``verbose`` (default: as ``progress``) prints a line per epoch.
+    * ``workers``: DataLoader processes of an ImageNet-style folder (default: up to 8, one per CPU
+      core of this process's share); the in-memory sets need none.
+    * ``config.world_size`` > 1: one of the processes ``torchrun --nproc_per_node N`` started (one
+      per device, DistributedDataParallel); only rank 0 writes the checkpoint and the record.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (see make_config), got {type(config).__name__}")
@@ -470,20 +533,30 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                                   f"(epoch {state['epoch']} of {config.epochs}); pass resume=True "
                                   "(--resume) to continue it or force=True (--force) to start over")
         state = None
-    cli.check_writable(ckpt_path.parent)  # now, not after an epoch of training
-    # A write killed midway leaves its temporary file (named as provenance.atomic_path names it).
-    for stale in ckpt_path.parent.glob(f".{ckpt_path.stem}.*.tmp{ckpt_path.suffix}"):
-        stale.unlink()
-    resolve_device(config.device)
+    rank = int(os.environ.get("RANK", "0")) if config.world_size > 1 else 0
+    if rank == 0:
+        cli.check_writable(ckpt_path.parent)  # now, not after an epoch of training
+        # A write killed midway leaves its temporary file (named as provenance.atomic_path names it).
+        for stale in ckpt_path.parent.glob(f".{ckpt_path.stem}.*.tmp{ckpt_path.suffix}"):
+            stale.unlink()
+    device = resolve_device(config.device)
+    if config.sync_bn and device.type != "cuda":
+        raise ValueError(f"sync_bn needs CUDA devices (torch's SyncBatchNorm runs on GPU modules only), "
+                         f"this run is on {device}")
+    context = distributed.setup(config.world_size, device)
+    if workers is None:
+        workers = min(8, max(1, (os.cpu_count() or 1) // config.world_size))
 
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, identity, key, ckpt_path, state, runs_root, data_root, progress,
-                    progress if verbose is None else verbose, download, stop_after)
+        return _run(config, identity, key, ckpt_path, state, runs_root, data_root,
+                    progress and context.main, (progress if verbose is None else verbose) and context.main,
+                    download, stop_after, context, workers)
     finally:
         torch.set_num_threads(previous_threads)
+        distributed.teardown(context)
 
 
 def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike] = None, *,
@@ -555,20 +628,31 @@ def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
 def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Path,
          state: Optional[Dict[str, Any]], runs_root: Optional[PathLike],
          data_root: Optional[PathLike], progress: bool, verbose: bool, download: bool,
-         stop_after: Optional[int]) -> Optional[Dict[str, Any]]:
-    device = resolve_device(config.device)
-    train_set, test_set = get_datasets(config.dataset, data_root, train_subset=config.train_subset,
-                                       test_subset=config.test_subset, channels=config.channels,
-                                       download=download, seed=config.data_seed)
+         stop_after: Optional[int], context: distributed.Context,
+         workers: int) -> Optional[Dict[str, Any]]:
+    device = context.device
+    load = partial(get_datasets, config.dataset, data_root, train_subset=config.train_subset,
+                   test_subset=config.test_subset, channels=config.channels, seed=config.data_seed)
+    if context.main:
+        train_set, test_set = load(download=download)
+    context.barrier()  # rank 0 downloads, the others read what it wrote
+    if not context.main:
+        train_set, test_set = load()
     train_loader, test_loader = make_loaders(
         train_set, test_set, config.batch_size, transform=config.transform,
         eval_batch_size=config.eval_batch_size or 2 * config.batch_size, device=device,
-        seed=config.seed)
+        seed=config.seed, workers=workers if config.dataset == "imagenet" else 0,
+        rank=context.rank, world_size=context.world_size)
     model = build_model(config, train_set.num_classes, train_set.channels).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the attention trunks' too
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     iters = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(config, it / iters))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     schedules = config.schedules()
 
     history: List[Dict[str, Any]] = []
@@ -578,25 +662,37 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            train_loader.load_state_dict(state["loader"])
+            train_loader.load_state_dict(state.get("rank_loaders", [state["loader"]])[context.rank])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run's model or "
                                   f"optimizer ({error}); delete it or pass force=True") from error
         _set_rng_state(state["rng"])
         start_epoch, history = state["epoch"], list(state["history"])
         elapsed, sessions, git = state["elapsed_s"], state["sessions"] + 1, state["git"]
+    net: nn.Module = model
+    if context.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)  # the training forward; evaluation runs the eager model
 
     say = _printer(verbose)
     say(f"run {runs.run_name(identity)}: {config.conv} ResNet-{config.depth} on {config.dataset}"
         f" ({len(train_set)} train / {len(test_set)} test images, {device}, "
-        f"{torch.get_num_threads()} threads)" + (f", resuming after epoch {start_epoch}"
+        f"{torch.get_num_threads()} threads"
+        + (f", {context.world_size} processes ({context.backend})" if context.world_size > 1 else "")
+        + ")" + (f", resuming after epoch {start_epoch}"
                                                   if state is not None else ""))
     session_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         tic = time.perf_counter()
-        fit = train_epoch(model, train_loader, optimizer, scheduler, schedules, epoch,
-                          progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}")
-        test = evaluate(model, test_loader)
+        fit = train_epoch(net, train_loader, optimizer, scheduler, schedules, epoch,
+                          progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}", amp=config.amp,
+                          channels_last=config.channels_last, scaler=scaler, context=context)
+        test = evaluate(model, test_loader, amp=config.amp, channels_last=config.channels_last,
+                        context=context)
         row = {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],
                "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
                "lr": fit["lr"], "temperatures": fit["temperatures"],
@@ -610,22 +706,25 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
             f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
             f"{fit['images_per_s']:.0f} img/s train, {row['epoch_seconds']:.1f} s"
             + (f", ETA {left:.0f} s" if left else ""))
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT, "key": key, "config": config.to_dict(), "epoch": epoch + 1,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "loader": train_loader.state_dict(),
-            "rng": _rng_state(), "history": history,
-            "elapsed_s": elapsed + time.perf_counter() - session_start, "sessions": sessions,
-            "git": git})
+        loaders = context.gather(train_loader.state_dict())
+        if context.main:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, "key": key, "config": config.to_dict(), "epoch": epoch + 1,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "loader": loaders[0], "rng": _rng_state(),
+                "history": history, "elapsed_s": elapsed + time.perf_counter() - session_start,
+                "sessions": sessions, "git": git, "scaler": scaler.state_dict(),
+                **({"rank_loaders": loaders} if context.world_size > 1 else {})})
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < config.epochs:
             say(f"stopped after epoch {epoch + 1}; continue with resume=True (--resume)")
             return None
     elapsed += time.perf_counter() - session_start
 
-    record = _make_record(config, identity, key, model, train_set, test_loader, history, elapsed,
-                          sessions, git, device)
-    path = runs.write_record(record, runs_root)
-    say(f"record: {path}")
+    record = _make_record(config, identity, key, model, train_set, test_set, test_loader, history,
+                          elapsed, sessions, git, context, workers)
+    if context.main:
+        say(f"record: {runs.write_record(record, runs_root)}")
+    context.barrier()  # the record is on disk when any rank returns
     return record
 
 
@@ -643,9 +742,9 @@ def _finite(value: float) -> Optional[float]:
 
 
 def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: nn.Module,
-                 train_set: Any, test_loader: BatchLoader, history: List[Dict[str, Any]],
-                 elapsed: float, sessions: int, git: Dict[str, Any],
-                 device: torch.device) -> Dict[str, Any]:
+                 train_set: Any, test_set: Any, test_loader: BatchLoader, history: List[Dict[str, Any]],
+                 elapsed: float, sessions: int, git: Dict[str, Any], context: distributed.Context,
+                 workers: int) -> Dict[str, Any]:
     from .complexity import count_macs, count_params  # here: complexity pulls in thop
 
     input_shape = (1, *test_loader.output_shape())
@@ -672,7 +771,7 @@ def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model:
         "best_test_top1": max(h["test_top1"] for h in history),
         "history": history,
         "num_classes": train_set.num_classes, "train_images": len(train_set),
-        "test_images": test_loader.data.images.shape[0], "input_size": list(input_shape),
+        "test_images": len(test_set), "input_size": list(input_shape),
         "params": params, "macs": macs,
         "speed": {"train_images_per_s": train_images / train_seconds,
                   "eval_images_per_s": last["eval_images_per_s"], "eval_ms_per_image": eval_ms,
@@ -683,7 +782,13 @@ def _make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model:
         **({"kernel_entropy": entropy} if entropy else {}),
         "wall_time_s": elapsed, "sessions": sessions, "seed": config.seed,
         "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
-        "device": describe_device(device), "threads": torch.get_num_threads(),
+        "device": describe_device(context.device), "threads": torch.get_num_threads(),
+        "distributed": {"world_size": context.world_size, "backend": context.backend,
+                        "batch_per_device": config.batch_size,
+                        "global_batch": config.batch_size * context.world_size},
+        "precision": {"amp": config.amp, "channels_last": config.channels_last,
+                      "compile": config.compile},
+        **({"loader_workers": workers} if config.dataset == "imagenet" else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -703,7 +808,7 @@ def measure_kernel_entropy(model: nn.Module, images: Tensor) -> Optional[Dict[st
     """Mean entropy (nats) of each FMDConv layer's kernel attention over ``images``, as a run's
     record keeps it (``None`` for a model without a kernel attention): chapters read it from the
     record instead of loading the weights."""
-    layers = kernel_entropies(model.eval(), images)
+    layers = kernel_entropies(model.eval(), images.to(next(model.parameters()).device))
     return {"images": images.shape[0], "nats": layers} if layers else None
 
 
@@ -769,6 +874,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="train even if a record exists")
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     parser.add_argument("--download", action="store_true", help="download missing datasets")
+    parser.add_argument("--workers", type=_workers, default=None,
+                        help="DataLoader processes for an ImageNet-style folder (default: up to 8)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (a line per epoch is still printed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no messages")
@@ -810,6 +917,16 @@ def _explain_missing_checkpoint(config: TrainConfig, runs_root: Optional[PathLik
             + " — rerun with its values to continue it, or without --resume to start this run")
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _help(name: str) -> Optional[str]:
     choices = _field_choices().get(name)
     return None if choices is None else "one of " + ", ".join(map(str, choices))
@@ -826,7 +943,7 @@ def _metavar(hint: Any) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
-    return cli.run(_main, argv, faults=(CheckpointError, NonFiniteLossError),
+    return cli.run(_main, argv, faults=(CheckpointError, NonFiniteLossError, distributed.LauncherGone),
                    on_interrupt="interrupted: every finished epoch is in the run's checkpoint; run "
                                 "the same command with --resume to continue")
 
@@ -836,6 +953,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name != "recipe" and hasattr(args, f.name)}
+    overrides.setdefault("world_size", distributed.launched_world_size())  # torchrun's processes
     try:
         config = make_config(args.recipe, **overrides)
     except ValueError as error:
@@ -849,10 +967,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         _explain_missing_checkpoint(config, args.runs_root)  # a finished run is simply returned
     record = train(config, args.runs_root, data_root=args.data_root, force=args.force,
                    resume=args.resume, progress=not (args.no_progress or args.quiet),
-                   verbose=not args.quiet, download=args.download)
+                   verbose=not args.quiet, download=args.download, workers=args.workers)
     assert record is not None
     summary = {k: record[k] for k in ("name", "final", "params", "macs", "speed", "wall_time_s")}
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # one summary from a torchrun run
+        print(json.dumps(summary, indent=2))
     return 0
 
 

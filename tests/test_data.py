@@ -129,8 +129,8 @@ def test_cifar_missing_gives_a_clear_error(tmp_path):
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(ValueError, match="imagenet.*cifar10.*cifar100.*fashion_mnist.*synthetic"):
-        get_datasets("imagenet")
+    with pytest.raises(ValueError, match="imagenet1k.*cifar10.*cifar100.*fashion_mnist.*synthetic.*imagenet"):
+        get_datasets("imagenet1k")
     with pytest.raises(ValueError, match="channels must be 3"):
         get_datasets("cifar10", channels=1)
 
@@ -188,3 +188,83 @@ def test_loader_visits_every_image_once_and_resumes_its_random_stream():
     assert loader.output_shape() == (3, 32, 32)
     with pytest.raises(ValueError, match="unknown transform 'big'.*cifar"):
         make_loaders(train, test, 16, transform="big")
+
+
+def write_jpeg_tree(root, classes=("cat", "dog", "fish"), per_class=(6, 2), sizes=((40, 30), (64, 48)),
+                    seed=0):
+    """An ImageNet-style tree of real JPEG files (PIL): train/<class>/*.JPEG and val/<class>/*.JPEG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val"), per_class):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                w, h = sizes[(i + c) % len(sizes)]
+                pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG", quality=90)
+    return root
+
+
+def test_image_folder_tree_of_jpegs_loads_through_torchvision(tmp_path, monkeypatch):
+    tree = write_jpeg_tree(tmp_path / "tree")
+    train, test = get_datasets("imagenet", tree)
+    assert (len(train), len(test), train.classes, train.num_classes) == (18, 6, ("cat", "dog", "fish"), 3)
+    assert train.channels == 3 and train.mean == data.STATS["imagenet"][0]
+    sub = train.subset(5, seed=1)
+    assert len(sub) == 5 and len(set(sub.indices.tolist())) == 5
+    with pytest.raises(ValueError, match=r"subset size must be an integer in \[1, 18\]"):
+        train.subset(19)
+    loader, test_loader = make_loaders(train, test, 4, transform="imagenet", workers=1, seed=3)
+    assert len(loader) == 4 and len(test_loader) == 2  # 18 // 4 full batches; 6 in 4 + 2
+    images, targets = next(iter(loader))
+    assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32
+    assert targets.dtype == torch.int64 and loader.output_shape() == (3, 224, 224)
+    seen = torch.cat([y for _, y in test_loader])
+    assert torch.equal(seen, torch.tensor([0, 0, 1, 1, 2, 2]))
+    # The evaluation input is torchvision's Resize 256 + CenterCrop 224 of the decoded file, normalised.
+    from PIL import Image
+    import torchvision.transforms.v2 as v2
+    first = v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224)])(
+        Image.open(test.folder.samples[0][0]).convert("RGB"))
+    mean, std = (torch.tensor(v).reshape(3, 1, 1) for v in data.STATS["imagenet"])
+    x, _ = next(iter(test_loader))
+    torch.testing.assert_close(x[0], (first.float() / 255 - mean) / std)
+    # The tree from the environment variable, or <root>/imagenet.
+    monkeypatch.setenv("FMD_IMAGENET", str(tree))
+    assert len(get_datasets("imagenet")[0]) == 18
+    assert len(get_datasets("imagenet", tmp_path.parent / tmp_path.name / "tree")[1]) == 6
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "parent" / "imagenet").symlink_to(tree)
+    assert len(get_datasets("imagenet", tmp_path / "parent")[0]) == 18
+    with pytest.raises(ValueError, match="takes transform 'imagenet'"):
+        make_loaders(train, test, 4, transform="cifar")
+
+
+def test_image_folder_errors_say_what_was_expected_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("FMD_IMAGENET", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"no folder .*nowhere/train: expected an ImageNet-style "
+                                                r"tree .*/train/<class>/<image>.*FMD_IMAGENET"):
+        get_datasets("imagenet", tmp_path / "nowhere")
+    tree = write_jpeg_tree(tmp_path / "tree")
+    for f in (tree / "val" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=r"val is not an image folder .*dog"):
+        get_datasets("imagenet", tree)
+    (tree / "val" / "dog").rmdir()
+    with pytest.raises(ValueError, match=r"same class folders; in one only: \['dog'\]"):
+        get_datasets("imagenet", tree)
+    (tree / "train").rename(tree / "training")
+    with pytest.raises(FileNotFoundError, match="no folder .*tree/train"):
+        get_datasets("imagenet", tree)
+    with pytest.raises(ValueError, match="channels must be 3 for imagenet"):
+        get_datasets("imagenet", tree, channels=1)
+
+
+def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    fake_fashion_mnist(raw, n_train=7)
+    monkeypatch.setenv("FMD_DATA_ROOT", str(tmp_path))
+    assert data.default_root() == tmp_path and len(get_datasets("fashion_mnist")[0]) == 7

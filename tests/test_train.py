@@ -169,8 +169,15 @@ def test_record_holds_what_figures_need(tmp_path):
 def test_bad_names_and_values_list_the_choices():
     with pytest.raises(ValueError, match="unknown recipe 'fast'.*paper.*cifar.*quick.*smoke"):
         make_config("fast")
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*fashion_mnist.*synthetic"):
-        make_config("smoke", dataset="imagenet")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet1k'.*fashion_mnist.*synthetic.*imagenet"):
+        make_config("smoke", dataset="imagenet1k")
+    with pytest.raises(ValueError, match="transform must be 'imagenet' for dataset imagenet"):
+        make_config("smoke", dataset="imagenet", transform="cifar")
+    assert make_config("quick", dataset="imagenet").transform == "imagenet"
+    with pytest.raises(ValueError, match="unknown amp 'fp8'.*none.*bf16.*fp16"):
+        make_config("smoke", amp="fp8")
+    with pytest.raises(ValueError, match="sync_bn must be False for a single process"):
+        make_config("smoke", sync_bn=True)
     with pytest.raises(ValueError, match="unknown conv 'xconv'.*fmdconv"):
         make_config("smoke", conv="xconv")
     with pytest.raises(ValueError, match="unknown lr_schedule 'linear'.*step.*cosine"):

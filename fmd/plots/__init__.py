@@ -20,7 +20,7 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))  # headless under papermill 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .. import provenance  # noqa: E402
+from .. import profiles, provenance  # noqa: E402
 from ..conv import CONVS  # noqa: E402
 from ..profiles import get_profile  # noqa: E402
 from ..provenance import FIGURES, REPO_ROOT  # noqa: E402
@@ -86,6 +86,8 @@ def figures_dir(profile: str) -> Path:
     """Where figures go: as set by :func:`set_figures_dir`, else ``figures/`` (smoke: ``build/``)."""
     if _figures_override is not None:
         return _figures_override
+    if profiles.tiny():  # a profile's code path at the tiny size: never over the committed figures
+        return profiles.output_dir(profile, "figures")
     return SMOKE_FIGURES if profile == "smoke" else FIGURES
 
 

@@ -1,0 +1,96 @@
+"""Mixed precision and memory format: every engine strategy under autocast, the training options
+--amp/--channels-last/--compile, and their place in the run record and key."""
+import json
+
+import pytest
+import torch
+
+from fmd import conv as C
+from fmd.engine import applicable_strategies
+from fmd.train import make_config, train
+
+DYNAMIC = ("condconv", "dyconv", "odconv", "fmdconv")
+
+
+def relative_error(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _strategy_cases():
+    cases = []
+    for conv in DYNAMIC:
+        layer = C.make_conv(conv, 16, 16, 3, 1, 1)
+        for strategy in applicable_strategies(layer.attend(torch.zeros(2, 16, 8, 8)), layer.geometry):
+            # The two strategies with their own autograd Function recompute the kernel mix in
+            # backward outside the forward's autocast (fmd/engine.py): bf16 attentions meet fp32
+            # kernels there. Strict: these fail the suite once the engine is fixed, to drop the mark.
+            broken = strategy in ("grouped", "sample_im2col")
+            reason = "engine: _RecomputedKernelConv/_SampleIm2colMatmul.backward leave autocast"
+            marks = [pytest.mark.xfail(strict=True, raises=RuntimeError, reason=reason)] if broken else []
+            cases.append(pytest.param(conv, strategy, marks=marks, id=f"{conv}-{strategy}"))
+    return cases
+
+
+@pytest.mark.parametrize("conv,strategy", _strategy_cases())
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_every_strategy_runs_under_autocast_close_to_fp32(conv, strategy, amp):
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    layer = C.make_conv(conv, 16, 16, 3, 1, 1).train()
+    layer.strategy = strategy
+    x = torch.randn(4, 16, 8, 8)
+    # The rounding of the static convolution under the same autocast is the yardstick.
+    static = torch.nn.Conv2d(16, 16, 3, 1, 1)
+    with torch.no_grad():
+        expected = static(x)
+        with torch.autocast("cpu", dtype=dtype):
+            yardstick = relative_error(static(x), expected)
+    xr = x.clone().requires_grad_()
+    reference = layer(xr)
+    # A sum, not a mean: fp16 gradients of a mean this small would be subnormal (unscaled).
+    reference.square().sum().backward()
+    xa = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        out = layer(xa)
+    assert out.dtype == dtype and layer.last_strategy == strategy
+    out.float().square().sum().backward()
+    # Within a few times the static convolution's own rounding (bf16 keeps 8 bits, fp16 11).
+    assert relative_error(out, reference) < 4 * yardstick + 1e-4, yardstick
+    assert relative_error(xa.grad, xr.grad) < 8 * yardstick + 1e-4, yardstick
+
+
+def test_bf16_training_on_the_cpu_records_its_options_in_record_and_key(tmp_path):
+    # The static conv: dynamic ones wait for the engine's autocast fix (see the strategy test).
+    base = make_config("smoke", epochs=2, train_subset=256, test_subset=64)
+    config = make_config("smoke", epochs=2, train_subset=256, test_subset=64, amp="bf16",
+                         channels_last=True)
+    record = train(config, tmp_path, progress=False, verbose=False)
+    losses = [h["train_loss"] for h in record["history"]]
+    assert losses[-1] < losses[0] and all(map(lambda v: v == v, losses))
+    assert record["precision"] == {"amp": "bf16", "channels_last": True, "compile": False}
+    assert record["config"]["amp"] == "bf16" and record["distributed"]["world_size"] == 1
+    # Options away from their defaults are in the key; at their defaults they are not.
+    assert config.key() != base.key()
+    assert "amp" not in base.identity() and config.identity()["amp"] == "bf16"
+    assert make_config("smoke", amp="none").key() == make_config("smoke").key()
+
+
+def test_fp16_training_uses_a_grad_scaler_that_the_checkpoint_keeps(tmp_path):
+    config = make_config("smoke", epochs=2, train_subset=128, test_subset=32, amp="fp16")
+    assert train(config, tmp_path, progress=False, verbose=False, stop_after=1) is None
+    from fmd.train import checkpoint_path
+    state = torch.load(checkpoint_path(config, tmp_path), weights_only=True)
+    assert state["scaler"]["scale"] > 0
+    record = train(config, tmp_path, progress=False, verbose=False, resume=True)
+    assert record["sessions"] == 2 and record["final"]["train_loss"] == record["final"]["train_loss"]
+
+
+def test_compiled_training_matches_eager_training(tmp_path):
+    options = dict(epochs=1, train_subset=64, test_subset=32, width=4)
+    eager = train(make_config("smoke", **options), tmp_path, progress=False, verbose=False)
+    compiled = train(make_config("smoke", compile=True, **options), tmp_path, progress=False,
+                     verbose=False)
+    assert compiled["precision"]["compile"] and compiled["key"] != eager["key"]
+    assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"], rel=1e-3)
+    assert compiled["final"]["test_top1"] == pytest.approx(eager["final"]["test_top1"], abs=4)
+    json.dumps(compiled)
