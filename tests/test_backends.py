@@ -183,3 +183,18 @@ def test_benchmark_times_the_official_computation_beside_auto(tmp_path):
         ("static", "auto"), ("odconv", "auto"), ("odconv", "grouped")]
     assert rows[2]["strategies"] == "grouped" and rows[1]["strategies"] != "grouped"
     assert (tmp_path / "bench_cpu_eager_bf16.json").exists()
+
+
+def test_chapter_tables_keep_to_one_backend(tmp_path):
+    import json
+
+    from fmd.chapters.ch07_speed import load_bench_tables
+
+    for name, row in [("eager", {"backend": "eager", "amp": "fp32"}),
+                      ("compile", {"backend": "compile", "amp": "fp32"}),
+                      ("eager_bf16", {"backend": "eager", "amp": "bf16"}),
+                      ("old", {"conv": "static"})]:  # a table from before backends: eager
+        (tmp_path / f"bench_cpu_{name}.json").write_text(json.dumps([row]))
+    assert sorted(load_bench_tables([tmp_path])) == ["bench_cpu_eager.json", "bench_cpu_old.json"]
+    assert list(load_bench_tables([tmp_path], backend="compile")) == ["bench_cpu_compile.json"]
+    assert len(load_bench_tables([tmp_path], backend=None)) == 4

@@ -148,9 +148,10 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
 # Benchmark tables
 
 
-def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json"
-                      ) -> Dict[str, List[Dict[str, Any]]]:
-    """Every ``pattern`` file in ``folders`` (each file once), keyed by its file name."""
+def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json",
+                      backend: Optional[str] = "eager") -> Dict[str, List[Dict[str, Any]]]:
+    """Every ``pattern`` file in ``folders`` (each file once), keyed by its file name; only the
+    tables measured on ``backend`` (:func:`fmd.plots.ch07_speed.backend_label`; None: all)."""
     tables: Dict[str, List[Dict[str, Any]]] = {}
     seen = set()
     for folder in folders:
@@ -159,7 +160,7 @@ def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json"
                 continue
             seen.add(path.resolve())
             rows = json.loads(path.read_text())
-            if rows:
+            if rows and (backend is None or backend_label(rows[0]) == backend):
                 tables[path.name] = rows
     return tables
 
