@@ -226,3 +226,47 @@ def backend_rows(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                       "output diff": float(f"{max(r['output_rel_diff'], static['output_rel_diff']):.2g}"),
                       "strategies": r["strategies"]})
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings: the prose under the tables, written from their rows
+
+
+def breakdown_reading(rows: Sequence[Mapping[str, Any]], conv: str = "fmdconv") -> str:
+    """What each breakdown table says for ``conv``, in Markdown, from :func:`breakdown_rows`."""
+    mine = [r for r in rows if r["conv"] == conv]
+    if not mine:
+        return f"No breakdown table here has a {conv} row."
+    lines = [f"**Reading the breakdown tables** ({conv}; each table was measured in one process, in "
+             "interleaved rounds, on the machine its file names):", ""]
+    for r in mine:
+        lines.append(f"* `{r['table']}`, {r['case']}: ×{r['time ×static']:.2f} = 1 + mix {r['mix ×']:.2f} "
+                     f"+ attention {r['attention ×']:.2f} + rest {r['rest ×']:.2f}; one read of the "
+                     f"{r['bank MB']} MB of kernel banks at {r['read GB/s']:.1f} GB/s sets the floor at "
+                     f"×{r['floor ×']:.2f}; the mix as computed streams them at {r['mix GB/s']:.1f} GB/s.")
+    lines += ["", "So an exact batch-1 forward that mixes its kernels cannot come below its floor even "
+                  "with free attention branches and no glue; only a kernel that mixes and convolves in "
+                  "one pass, hiding the bank read under the convolution's arithmetic, could go lower."]
+    return "\n".join(lines)
+
+
+def backends_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the backends table says, in Markdown, from :func:`backend_rows`."""
+    if not rows:
+        return "No backend was timed in this run."
+    lines = ["**Reading the backends table** (ratios within one backend, interleaved rounds; absolute "
+             "times move with the load of the machine):", ""]
+    eager = {(r["case"], r["conv"]): r["time ×static"] for r in rows if r["backend"] == "eager"}
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        mine = [r for r in rows if r["backend"] == backend]
+        parts = []
+        for r in mine:
+            base = eager.get((r["case"], r["conv"]))
+            versus = "" if base is None or backend == "eager" else \
+                (" (at or below eager's)" if r["time ×static"] <= base else f" (eager: ×{base:.2f})")
+            parts.append(f"{r['conv']} ×{r['time ×static']:.2f}{versus}")
+        diff = max(r["output diff"] for r in mine)
+        lines.append(f"* {backend}: " + ", ".join(parts) + f"; outputs within {diff:.2g} of eager fp32's "
+                     "(relative to the largest output); strategies: "
+                     + ", ".join(sorted({s for r in mine for s in str(r['strategies']).split(', ')})) + ".")
+    return "\n".join(lines)
