@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from torch import nn
 
-from .. import reference
+from .. import profiles, reference
 from ..complexity import (count_macs, count_params, inference_step, interleaved_times, round_medians,
                           train_step)
 from ..conv import DynamicConv2dBase
@@ -45,6 +45,12 @@ COST_SETTINGS = {
 }
 
 
+def cost_setting(profile: str) -> CostSetting:
+    """The profile's sizes for the cost claim (the smoke sizes under ``FMD_TINY``)."""
+    profiles.get_profile(profile)
+    return COST_SETTINGS["smoke" if profiles.tiny() else profile]
+
+
 def _set_strategy(model: nn.Module, strategy: str) -> None:
     for m in model.modules():
         if isinstance(m, DynamicConv2dBase):
@@ -65,7 +71,7 @@ def cost_rows(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[in
     """Per backbone, cost and computation: the static network's cost and FMDConv's and ODConv 4×'s,
     with FMDConv's reduction against ODConv (the abstract's "computational cost"). Times are the
     median of per-round medians, the networks taking turns in interleaved rounds."""
-    s = COST_SETTINGS[profile]
+    s = cost_setting(profile)
     rows: List[Dict[str, Any]] = []
     for depth in depths:
         for mode, size, width, batch, stem, classes in (
