@@ -173,7 +173,7 @@ def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"* The static network reaches {static['top1 %']:.2f}%. "
                      + (f"FMDConv sets at or above it: {', '.join(above)}." if above
                         else "No FMDConv set reaches it."))
-    gap = "" if static is None else f", {static['top1 %'] - best['top1 %']:+.2f} pp from static"
+    gap = "" if static is None else f", {best['top1 %'] - static['top1 %']:+.2f} pp against static"
     lines.append(f"* The best FMDConv set is *{best['set']}* ({best['top1 %']:.2f}%{gap}); the worst is "
                  f"*{worst['set']}* ({worst['top1 %']:.2f}%), {best['top1 %'] - worst['top1 %']:.2f} pp "
                  "below the best.")
