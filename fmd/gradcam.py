@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from .conv import FMD_ATTENTIONS
 from .data import get_datasets, make_transforms
-from . import runs
-from .train import WEIGHTS_NAME, TrainConfig, checkpoint_path, load_trained, save_weights
+from .train import TrainConfig, checkpoint_path, load_trained, save_weights, weights_path
 
 PathLike = Union[str, Path]
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -43,7 +42,7 @@ def load_models(configs: Dict[str, TrainConfig], runs_root: PathLike) -> Dict[st
     for name, config in configs.items():
         loaded[name] = load_trained(config, runs_root)
         checkpoint = checkpoint_path(config, runs_root)
-        weights = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+        weights = weights_path(config, runs_root)
         if checkpoint.is_file() and (not weights.is_file()
                                      or weights.stat().st_mtime < checkpoint.stat().st_mtime):
             save_weights(config, runs_root)

@@ -422,6 +422,11 @@ def checkpoint_path(config: TrainConfig, runs_root: Optional[PathLike] = None) -
     return runs.run_dir(config.identity(), runs_root) / "checkpoints" / "last.pt"
 
 
+def weights_path(config: TrainConfig, runs_root: Optional[PathLike] = None) -> Path:
+    """Where the run's half-precision weights (:func:`save_weights`) live, beside its record."""
+    return runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+
+
 def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> None:
     """Write a checkpoint atomically (a crash leaves the previous one intact)."""
     buffer = io.BytesIO()
@@ -585,7 +590,7 @@ def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = Non
     """Train or fetch run ``config``, training it again where its record is here but neither its
     checkpoint nor its stored weights (``force``, rewriting the record); an interrupted run continues."""
     again = (not checkpoint_path(config, runs_root).is_file()
-             and not (runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME).is_file()
+             and not weights_path(config, runs_root).is_file()
              and runs.load_record(config.identity(), runs_root) is not None)
     return train(config, runs_root, force=again, resume=not again, **options)
 
@@ -822,14 +827,14 @@ def save_weights(config: TrainConfig, runs_root: Optional[PathLike] = None) -> P
     half = {name: t.half() if t.is_floating_point() else t for name, t in state["model"].items()}
     buffer = io.BytesIO()
     torch.save({"key": config.key(), "model": half}, buffer)
-    path = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+    path = weights_path(config, runs_root)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
 def _stored_weights(config: TrainConfig, runs_root: Optional[PathLike]) -> Optional[Dict[str, Tensor]]:
     """The half-precision weights :func:`save_weights` stored for this run, as float32, or None."""
-    path = runs.run_dir(config.identity(), runs_root) / WEIGHTS_NAME
+    path = weights_path(config, runs_root)
     if not path.is_file():
         return None
     stored = torch.load(path, map_location="cpu", weights_only=True)

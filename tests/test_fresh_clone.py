@@ -11,7 +11,7 @@ from fmd.chapters import ch04_temperature_and_k as ch04
 from fmd.metrics import kernel_entropies
 from fmd.reproduce import ProgressLines
 from fmd.train import (ENTROPY_IMAGES, WEIGHTS_NAME, CheckpointError, checkpoint_path, load_trained,
-                       make_config, save_weights, train, train_all)
+                       make_config, save_weights, train, train_all, weights_path)
 
 
 def tiny(**overrides):
@@ -65,7 +65,7 @@ def test_half_precision_weights_replace_a_missing_checkpoint(tmp_path):
         assert (again(x).argmax(1) == model(x).argmax(1)).all()
     other = tiny(conv="fmdconv", seed=1)
     train(other, tmp_path, progress=False)
-    shutil.copy(path, runs.run_dir(other.identity(), tmp_path) / WEIGHTS_NAME)
+    shutil.copy(path, weights_path(other, tmp_path))
     shutil.rmtree(checkpoint_path(other, tmp_path).parent)
     with pytest.raises(CheckpointError, match="belongs to another run"):
         load_trained(other, tmp_path)

@@ -99,11 +99,11 @@ def run_ablation(configs: Mapping[str, TrainConfig], profile: str, *,
 
 def latency_models(configs: Mapping[str, TrainConfig],
                    records: Mapping[str, Mapping[str, Any]]) -> Dict[str, nn.Module]:
-    """Each run's network as built for training (eval mode), for timing: what a forward pass costs
-    depends on the architecture and the input, not on the values of the trained weights, so the
-    latency needs no checkpoint."""
-    return {name: build_model(config, records[name]["num_classes"], records[name]["input_size"][1]).eval()
-            for name, config in configs.items()}
+    """The network of each run in ``records`` as built for training (eval mode), for timing: what
+    a forward pass costs depends on the architecture and the input, not on the values of the trained
+    weights, so the latency needs no checkpoint (chapter 08 times its stored runs the same way)."""
+    return {name: build_model(configs[name], r["num_classes"], r["input_size"][1]).eval()
+            for name, r in records.items()}
 
 
 def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int], *,

@@ -13,7 +13,7 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 from .. import reference, runs
 from ..plots import label
 from ..profiles import runs_root
-from ..train import TrainConfig, build_model
+from ..train import TrainConfig
 
 Record = Dict[str, Any]
 
@@ -56,12 +56,6 @@ def inventory(profile: str) -> List[Dict[str, Any]]:
         counts[key] = counts.get(key, 0) + 1
     return [{"dataset": d, "recipe": rc, "conv": cv, "records": n}
             for (d, rc, cv), n in sorted(counts.items())]
-
-
-def ablation_models(configs: Mapping[str, TrainConfig], records: Mapping[str, Record]) -> Dict[str, Any]:
-    """Each record's architecture, built from its config (weights do not change the timing)."""
-    return {name: build_model(configs[name], r["num_classes"], r["input_size"][1])
-            for name, r in records.items()}
 
 
 # ---------------------------------------------------------------------------------------------
