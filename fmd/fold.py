@@ -15,26 +15,12 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
-from .conv import FMDConv2d
+from .metrics import kernel_attentions
 
 
-def mean_kernel_attention(model: nn.Module, images: Tensor, chunk: int = 256) -> Dict[str, Tensor]:
+def mean_kernel_attention(model: nn.Module, images: Tensor) -> Dict[str, Tensor]:
     """The mean kernel attention π̄ (K values) of every FMDConv layer over ``images``, by layer name."""
-    sums: Dict[str, Tensor] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, FMDConv2d) and module.kernel_attention is not None:
-            def add(_m: nn.Module, _inputs: tuple, pi: Tensor, name: str = name) -> None:
-                sums[name] = sums.get(name, 0) + pi.double().sum(0)
-            hooks.append(module.kernel_attention.register_forward_hook(add))
-    try:
-        with torch.inference_mode():
-            for part in images.split(chunk):
-                model(part)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: (total / images.shape[0]).float() for name, total in sums.items()}
+    return {name: pi.double().mean(0).float() for name, pi in kernel_attentions(model, images).items()}
 
 
 def fold_kernel_attention(model: nn.Module, images: Tensor) -> nn.Module:

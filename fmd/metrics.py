@@ -95,20 +95,25 @@ def softmax_entropy(probs: Tensor) -> Tensor:
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
 
 
-def kernel_entropies(model: nn.Module, x: Tensor) -> Dict[str, float]:
-    """Mean entropy (nats) of each FMDConv layer's kernel attention π over the images ``x``."""
+def kernel_attentions(model: nn.Module, x: Tensor, chunk: int = 256) -> Dict[str, Tensor]:
+    """The kernel attention π (N×K) of every FMDConv layer for each image of ``x``, by layer name."""
     found: Dict[str, List[Tensor]] = {}
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, FMDConv2d) and module.kernel_attention is not None:
             def hook(_m: nn.Module, _inputs: Any, pi: Tensor, name: str = name) -> None:
-                found.setdefault(name, []).append(softmax_entropy(pi))
+                found.setdefault(name, []).append(pi)
             hooks.append(module.kernel_attention.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            for chunk in x.split(256):
-                model(chunk)
+            for part in x.split(chunk):
+                model(part)
     finally:
         for h in hooks:
             h.remove()
-    return {name: torch.cat(values).mean().item() for name, values in found.items()}
+    return {name: torch.cat(values) for name, values in found.items()}
+
+
+def kernel_entropies(model: nn.Module, x: Tensor) -> Dict[str, float]:
+    """Mean entropy (nats) of each FMDConv layer's kernel attention π over the images ``x``."""
+    return {name: softmax_entropy(pi).mean().item() for name, pi in kernel_attentions(model, x).items()}
