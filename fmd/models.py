@@ -10,9 +10,10 @@ from typing import Any, Dict, List, Optional, Type, Union
 import torch
 from torch import Tensor, nn
 
-from .conv import conv_spec, make_conv
+from .conv import DynamicConv2d, DynamicConv2dBase, conv_spec, make_conv
 
 STEMS = ("imagenet", "cifar")
+INITS = ("official", "torch")
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
           50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}
 
@@ -79,16 +80,20 @@ class ResNet(nn.Module):
     ``ResNet(18, conv="fmdconv", kernel_num=4, preset="official")``.
 
     Static convolutions are drawn kaiming-normal on fan-out and BatchNorms start at (1, 0), as in
-    the official ODConv/FMDConv ResNets; there is no zero-initialised last BN, as there. Unlike
-    them, the classifier keeps ``nn.Linear``'s initialisation (theirs: N(0, 0.01), zero bias) and
-    there is no dropout before it (theirs: ``--dropout``, 0 by default, 0.2 in ODConv's README);
+    the official ODConv/FMDConv ResNets; there is no zero-initialised last BN, as there.
+    ``init="official"`` (the default) then draws the dynamic layers and the classifier as the
+    official code does (:func:`official_init`); ``init="torch"`` keeps PyTorch's own
+    initialisation of each ``nn.Linear`` and of each kernel (as ``nn.Conv2d``'s). There is no
+    dropout before the classifier (theirs: ``--dropout``, 0 by default, 0.2 in ODConv's README);
     see the README, "Differences from the official code".
     """
 
     def __init__(self, depth: int = 18, conv: str = "static", num_classes: int = 1000,
                  stem: str = "imagenet", width: int = 64, in_channels: int = 3,
-                 **conv_options: Any) -> None:
+                 init: str = "official", **conv_options: Any) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
         spec = conv_spec(conv)
@@ -128,6 +133,8 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if init == "official":
+            official_init(self)
 
     def features(self, x: Tensor) -> Tensor:
         """The last stage's feature map, B×C×h×w (what Grad-CAM looks at)."""
@@ -136,6 +143,36 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@torch.no_grad()
+def official_init(model: ResNet) -> None:
+    """Draw ``model``'s dynamic layers and classifier as the official code draws them.
+
+    FMDConv (tianyu00824/FMDConv ``modules/fmdconv.py``, ``models/fmd_resnet.py``) and ODConv
+    (OSVAI/ODConv ``modules/odconv.py``): each of the K kernels kaiming-normal on fan-out (ReLU
+    gain), zero biases, every attention FC (there a 1×1 convolution) kaiming-normal on fan-out with
+    zero bias. DynamicConv (kaijieshi7/Dynamic-convolution-Pytorch, unofficial): each kernel
+    ``kaiming_uniform_`` with a = 0 on fan-in, zero biases, its attention FCs as above. CondConv has
+    no official PyTorch code; its experts and routing are drawn as FMDConv's. The classifier:
+    N(0, 0.01), zero bias. Attention BatchNorms start at (1, 0), as ``nn.BatchNorm1d`` already does.
+    """
+    for m in model.modules():
+        if isinstance(m, DynamicConv2dBase):
+            for k in range(m.kernel_num):
+                if isinstance(m, DynamicConv2d):
+                    nn.init.kaiming_uniform_(m.weight[k])
+                else:
+                    nn.init.kaiming_normal_(m.weight[k], mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            for fc in m.modules():
+                if isinstance(fc, nn.Linear):
+                    nn.init.kaiming_normal_(fc.weight, mode="fan_out", nonlinearity="relu")
+                    if fc.bias is not None:
+                        nn.init.zeros_(fc.bias)
+    nn.init.normal_(model.fc.weight, 0.0, 0.01)
+    nn.init.zeros_(model.fc.bias)
 
 
 def resnet18(**kwargs: Any) -> ResNet:

@@ -5,9 +5,10 @@ it); :func:`get_profile` turns the name into what each chapter needs: which trai
 datasets, how much smaller the ablation runs are, which benchmark cases to time.
 
 ``FMD_TINY=1`` runs a profile's code path at a tiny size: the same recipes, datasets, grids and
-cells, with every run on :data:`TINY_RUNS` (a few images, one epoch, a narrower ResNet) and the
-smoke profile's benchmark case timed once, its runs and figures under ``build/tiny-<profile>-*`` (never over
-the committed ones). The test suite runs the ``paper`` profile this way on fixture CIFAR files.
+cells, with every run on :data:`TINY_RUNS` (a few images, one epoch, a narrower ResNet), two seeds
+at most and the smoke profile's benchmark case timed once, its runs and figures under
+``build/tiny-<profile>-*`` (never over the committed ones). The test suite runs the ``paper``
+profile this way on fixture CIFAR files.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class Profile:
     recipe: str  # the fmd.train recipe of the main runs (chapter 3)
     datasets: Tuple[str, ...]  # datasets of the main runs; the first one is used by the ablations
     ablation: Dict[str, Any] = field(default_factory=dict)  # overrides that shrink ablation runs
+    main: Dict[str, Any] = field(default_factory=dict)  # overrides of the main runs (chapter 3)
+    seeds: Tuple[int, ...] = (0,)  # training seeds of each compared configuration (chapters 3, 5)
     bench_cases: Tuple[str, ...] = ()  # fmd.bench cases timed by chapter 7
     bench_repeats: int = 5
     gradcam_images: int = 8
@@ -37,12 +40,14 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", "smoke", ("synthetic",), {"epochs": 1},
+    "smoke": Profile("smoke", "smoke", ("synthetic",), {"epochs": 1}, {}, (0, 1),
                      ("r18w16-cifar-b1-infer",), 2, 4),
+    # quick: every comparison at one scale (12,000 images, 3 epochs: about a minute a run), so
+    # that three seeds of chapters 3 and 5 and four backbones fit a from-scratch reproduce.
     "quick": Profile("quick", "quick", ("fashion_mnist",),
-                     {"train_subset": 12000, "epochs": 3},
-                     ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
-    "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {},
+                     {"train_subset": 12000, "epochs": 3}, {"train_subset": 12000, "epochs": 3},
+                     (0, 1, 2), ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
+    "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {}, {}, (0, 1, 2),
                      ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer",
                       "r50-cifar-b32-train"), 20, 8, download=True),
 }
@@ -69,6 +74,7 @@ def get_profile(name: str) -> Profile:
     if tiny():
         # Timing: chapter 7's cells as they are, on the smoke profile's benchmark case, once.
         profile = replace(profile, ablation={**profile.ablation, **TINY_RUNS}, scale=dict(TINY_RUNS),
+                          seeds=profile.seeds[:2],
                           bench_cases=PROFILES["smoke"].bench_cases, bench_repeats=1)
     return profile
 
@@ -84,7 +90,8 @@ def main_config(profile: str, dataset: str = "", **overrides: Any):
     from .train import make_config
 
     p = get_profile(profile)
-    return make_config(p.recipe, dataset=dataset or p.datasets[0], **{**p.scale, **overrides})
+    return make_config(p.recipe, dataset=dataset or p.datasets[0],
+                       **{**p.main, **p.scale, **overrides})
 
 
 def ablation_config(profile: str, **overrides: Any):

@@ -38,7 +38,7 @@ from .provenance import atomic_write_bytes, describe_device, git_state, library_
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, BatchLoader, check_channels, get_datasets, make_loaders
 from .metrics import kernel_entropies, speed_accuracy, topk_correct
-from .models import DEPTHS, STEMS, ResNet
+from .models import DEPTHS, INITS, STEMS, ResNet
 from .temperature import apply_schedules
 
 PathLike = Union[str, Path]
@@ -80,6 +80,7 @@ class TrainConfig:
     depth: int = 18
     stem: str = "cifar"
     width: int = 64
+    init: str = "official"  # "official": as the official code draws weights; "torch": PyTorch's
     kernel_num: int = 4  # K kernels (CondConv: experts; its paper uses 8)
     preset: str = "official"  # FMDConv temperatures: "official" (T_k fixed) or "paper" (T_k decays)
     kernel_temperature: float = 34.0
@@ -160,7 +161,7 @@ class TrainConfig:
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
         """The config stored in a record or checkpoint."""
         _check_fields(values)
-        return cls(**values)
+        return cls(**{"init": _LATER_FIELDS["init"], **values})
 
     def identity(self) -> Dict[str, Any]:
         """The fields that decide what the run computes: the basis of its key."""
@@ -191,15 +192,17 @@ class TrainConfig:
 
 # Fields added after runs were committed, and their defaults: a run that leaves them there keeps
 # the key it had before they existed.
+# A record from before `init` existed was drawn as PyTorch draws (from_dict reads it so).
 _LATER_FIELDS = {"amp": "none", "channels_last": False, "compile": False, "world_size": 1,
-                 "sync_bn": False}
+                 "sync_bn": False, "init": "torch"}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _field_choices() -> Dict[str, Tuple[Any, ...]]:
     """The values a config field with a fixed set of values accepts."""
     return {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS, "transform": TRANSFORMS,
-            "conv": tuple(CONVS), "depth": tuple(DEPTHS), "stem": STEMS, "preset": FMD_PRESETS,
+            "conv": tuple(CONVS), "depth": tuple(DEPTHS), "stem": STEMS, "init": INITS,
+            "preset": FMD_PRESETS,
             "lr_schedule": LR_SCHEDULES, "amp": ("none", *AMP_DTYPES)}
 
 
@@ -295,7 +298,8 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> ResN
     """The ResNet that ``config`` describes, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
     return ResNet(config.depth, conv=config.conv, num_classes=num_classes, stem=config.stem,
-                  width=config.width, in_channels=in_channels, **config.conv_options())
+                  width=config.width, in_channels=in_channels, init=config.init,
+                  **config.conv_options())
 
 
 def resolve_device(name: str) -> torch.device:

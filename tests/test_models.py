@@ -18,18 +18,35 @@ def test_resnet18_parameter_counts_match_the_published_ones():
     assert millions(resnet18(conv="fmdconv", kernel_num=4, preset="official")) == 45.20
 
 
-def test_resnet_initialisation_as_the_official_resnets_except_the_classifier():
+def test_resnet_initialisation_official_by_default_torch_on_request():
     torch.manual_seed(0)
     model = resnet18(conv="fmdconv", width=32, num_classes=10)
     stem = model.stem[0].weight  # kaiming-normal on fan-out (32·7·7), as the official ResNets
     assert stem.std().item() == pytest.approx((2 / (32 * 49)) ** 0.5, rel=0.1)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)  # no zero-init γ
-    # The classifier keeps nn.Linear's init (README); the official one is N(0, 0.01), zero bias.
-    bound = 256 ** -0.5  # U(±1/√fan_in): std 0.036 against the official 0.01
-    assert model.fc.weight.abs().max() <= bound
-    assert model.fc.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.15)
-    assert model.fc.bias.abs().max() > 0
+    # Official: classifier N(0, 0.01) with zero bias; each FMDConv kernel kaiming-normal on fan-out,
+    # zero biases, the kernel branch's FCs kaiming-normal on fan-out with zero bias.
+    assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    assert model.fc.bias.abs().max() == 0
+    layer = model.layer4[0].conv2  # 256 → 256, 3×3
+    for k in range(layer.kernel_num):
+        assert layer.weight[k].std().item() == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.05)
+    assert layer.bias.abs().max() == 0
+    head = layer.kernel_attention.head.fc  # hidden → K
+    assert head.weight.std().item() == pytest.approx((2 / layer.kernel_num) ** 0.5, rel=0.3)
+    assert head.bias.abs().max() == 0
+    dyconv = resnet18(conv="dyconv", width=32).layer4[0].conv2  # kaiming-uniform, a = 0, fan-in
+    assert dyconv.weight[0].abs().max() <= (6 / (256 * 9)) ** 0.5
+    assert dyconv.weight[0].std().item() == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.05)
+    # torch: the classifier and every kernel as nn.Linear's and nn.Conv2d's own (U(±1/√fan_in)).
+    plain = resnet18(conv="fmdconv", width=32, num_classes=10, init="torch")
+    bound = 256 ** -0.5
+    assert plain.fc.weight.abs().max() <= bound
+    assert plain.fc.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.15)
+    assert plain.layer4[0].conv2.bias.abs().max() > 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        resnet18(init="xavier")
 
 
 def test_resnet50_odconv_parameter_counts_match_the_odconv_readme():

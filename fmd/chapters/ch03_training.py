@@ -26,9 +26,10 @@ CONVS = tuple(CONV_SPECS)
 
 def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, *,
                  kernel_num: int = 4, preset: str = "official", epochs: Optional[int] = None,
-                 seed: int = 0) -> Dict[str, TrainConfig]:
+                 seed: int = 0, depth: int = 18) -> Dict[str, TrainConfig]:
     """The chapter-3 config of each conv (:func:`fmd.profiles.main_config`), same K for all."""
-    overrides: Dict[str, Any] = {"kernel_num": kernel_num, "preset": preset, "seed": seed}
+    overrides: Dict[str, Any] = {"kernel_num": kernel_num, "preset": preset, "seed": seed,
+                                 "depth": depth}
     if epochs is not None:
         overrides["epochs"] = epochs
     return {conv: main_config(profile, dataset, conv=conv, **overrides) for conv in convs}

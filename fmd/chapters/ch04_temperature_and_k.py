@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import runs
 from . import span, top1
 from ..data import get_datasets, make_loaders
-from ..profiles import ablation_config, runs_root
+from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
 from ..train import (ENTROPY_IMAGES, TrainConfig, build_model, evaluate, first_images, load_trained,
                      measure_kernel_entropy)
@@ -33,7 +33,6 @@ SMOKE_KERNEL_NUMS = (1, 4)
 REFERENCE_TEMPERATURE = 34.0  # the official preset's constant T_k: the reference run
 KERNEL_NUM = 4                # K of the temperature sweep and of the reference run
 GATE_TEMPERATURE = 30.0       # initial T_io of the input and output gates (annealed to 1)
-SEEDS = (0, 1)                # training seeds of the reference run, to gauge seed noise
 
 
 def temperature_grid(profile: str) -> List[float]:
@@ -104,11 +103,11 @@ def static_config(profile: str, *, epochs: Optional[int] = None, seed: int = 0,
 def sweep_configs(profile: str, *, temperatures: Optional[Sequence[float]] = None,
                   kernel_nums: Optional[Sequence[int]] = None,
                   reference_temperature: float = REFERENCE_TEMPERATURE, kernel_num: int = KERNEL_NUM,
-                  gate_temperature: float = GATE_TEMPERATURE, seeds: Sequence[int] = SEEDS,
+                  gate_temperature: float = GATE_TEMPERATURE, seeds: Optional[Sequence[int]] = None,
                   epochs: Optional[int] = None, seed: int = 0, dataset: Optional[str] = None
                   ) -> Dict[str, Any]:
     """Every run of the chapter: ``T_k`` and ``K`` sweeps, ``seeds`` of the reference, the
-    ``reference`` run and the ``static`` baseline (grids: the profile's, unless given)."""
+    ``reference`` run and the ``static`` baseline (grids and seeds: the profile's, unless given)."""
     common = dict(gate_temperature=gate_temperature, epochs=epochs, seed=seed, dataset=dataset)
     reference = reference_config(profile, kernel_temperature=reference_temperature,
                                  kernel_num=kernel_num, **common)
@@ -119,7 +118,7 @@ def sweep_configs(profile: str, *, temperatures: Optional[Sequence[float]] = Non
         "K": kernel_configs(profile, kernel_grid(profile)
                             if kernel_nums is None else kernel_nums,
                             kernel_temperature=reference_temperature, **common),
-        "seeds": seed_configs(reference, seeds),
+        "seeds": seed_configs(reference, get_profile(profile).seeds if seeds is None else seeds),
         "reference": reference,
         "static": static_config(profile, epochs=epochs, seed=seed, dataset=dataset),
     }

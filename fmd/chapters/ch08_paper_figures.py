@@ -1,8 +1,9 @@
 """Chapter 08 (the paper's figures and tables, regenerated from run records).
 
-Nothing here trains. Records are looked up by the configs the chapters that made them define
-(:mod:`.ch03_training`, :mod:`.ch04_temperature_and_k`, :mod:`.ch05_attention_ablation`), so a
-figure is redrawn from the same runs; a missing run is reported with the chapter that makes it.
+Nothing here trains but the backbone table's runs (:func:`run_backbones`). Records are looked up by
+the configs the chapters that made them define (:mod:`.ch03_training`,
+:mod:`.ch04_temperature_and_k`, :mod:`.ch05_attention_ablation`), so a figure is redrawn from
+the same runs; a missing run is reported with the chapter that makes it.
 Published numbers (:mod:`fmd.reference`) only ever appear in their own tables, labelled "published".
 """
 from __future__ import annotations
@@ -12,14 +13,35 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from .. import reference, runs
 from ..plots import label
-from ..profiles import runs_root
-from ..train import TrainConfig
+from ..profiles import ablation_config, runs_root
+from ..train import TrainConfig, train_all
 
 Record = Dict[str, Any]
 
 
+BACKBONE_DEPTHS = (18, 34, 50, 101)  # the official repository's table: FMDConv K = 4 on each
+
+
 # ---------------------------------------------------------------------------------------------
 # Records
+
+
+def backbone_configs(profile: str, depths: Sequence[int] = BACKBONE_DEPTHS,
+                     convs: Sequence[str] = ("static", "fmdconv"), seed: int = 0
+                     ) -> Dict[Tuple[int, str], TrainConfig]:
+    """The backbone table's runs: each depth with each conv (FMDConv official, K = 4) at the
+    profile's ablation scale (under ``quick`` ResNet-18's and -50's are chapter 03's runs)."""
+    return {(d, c): ablation_config(profile, conv=c, depth=d, kernel_num=4, preset="official",
+                                    seed=seed)
+            for d in depths for c in convs}
+
+
+def run_backbones(configs: Mapping[Tuple[int, str], TrainConfig], profile: str
+                  ) -> Dict[Tuple[int, str], Record]:
+    """Train (or fetch) the backbone table's runs: the one place chapter 08 trains."""
+    from ..profiles import get_profile
+
+    return train_all(configs, runs_root(profile), download=get_profile(profile).download)
 
 
 def stored(configs: Mapping[Hashable, TrainConfig], profile: str
