@@ -168,10 +168,12 @@ class DynamicConv2d(DynamicConv2dBase):
 
     The authors published no PyTorch code; beside kaijieshi7/Dynamic-convolution-Pytorch @ 4befa50
     (``dynamic_conv.py``, ``dynamic_models/dy_resnet.py``) this layer differs in (README, "Differences
-    from the official code"): kernels drawn as ``nn.Conv2d``'s (there ``kaiming_uniform_`` with
-    a = 0, √6 ≈ 2.4× wider), biases U(±1/√fan_in) (there zero), attention FCs as ``nn.Linear``'s
-    (there kaiming-normal on fan-out, zero bias), and the default schedule (there T = 34 at build,
-    lowered by 3 after each epoch's training, before its evaluation).
+    from the official code"): a layer built on its own draws its kernels as ``nn.Conv2d``'s (there
+    ``kaiming_uniform_`` with a = 0, √6 ≈ 2.4× wider), biases U(±1/√fan_in) (there zero) and
+    attention FCs as ``nn.Linear``'s (there kaiming-normal on fan-out, zero bias) — inside a
+    :class:`fmd.models.ResNet` (``init="official"``, the default) they are drawn as there — and the
+    default schedule (there T = 34 at build, lowered by 3 after each epoch's training, before its
+    evaluation).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
@@ -197,10 +199,11 @@ class ODConv2d(DynamicConv2dBase):
     Differences from the official code (OSVAI/ODConv @ 0901cc1, ``modules/odconv.py``; README,
     "Differences from the official code"), each of which changes a run from its first step:
 
-    * initialisation: kernels as ``nn.Conv2d``'s (kaiming-uniform, a = √5, on fan-in) and the
-      trunk and heads as ``nn.Linear``'s; the official layer draws each kernel and every attention
-      FC kaiming-normal on fan-out (ReLU gain) with zero head biases, so its kernel softmax starts
-      less uniform (at T = 30);
+    * initialisation, for a layer built on its own: kernels as ``nn.Conv2d``'s (kaiming-uniform,
+      a = √5, on fan-in) and the trunk and heads as ``nn.Linear``'s; the official layer draws each
+      kernel and every attention FC kaiming-normal on fan-out (ReLU gain) with zero head biases,
+      so its kernel softmax starts less uniform (at T = 30). Inside a :class:`fmd.models.ResNet`
+      (``init="official"``, the default, :func:`fmd.models.official_init`) they are drawn as there;
     * temperature timing: :func:`fmd.train.train_epoch` sets step i's T at progress
       ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
       i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),
@@ -267,12 +270,14 @@ class FMDConv2d(DynamicConv2dBase):
     official code"). Outputs with the same weights and temperatures match; training from scratch
     differs from its first step in:
 
-    * initialisation: the K kernels and K biases as ``nn.Conv2d``'s (kaiming-uniform, a = √5, on
-      fan-in; biases U(±1/√fan_in)) and every attention FC as ``nn.Linear``'s; the official layer
-      draws each kernel and every attention FC kaiming-normal on fan-out (ReLU gain) with zero
-      biases. Its kernel-attention FCs start wider (std √(2/hidden) and √(2/K) against
-      1/√(3·C_in) and 1/√(3·hidden) here: 0.34 and 0.71 against 0.072 and 0.14 for C_in = 64,
-      K = 4), so at the fixed T_k = 34 its kernel softmax starts less uniform;
+    * initialisation, for a layer built on its own: the K kernels and K biases as ``nn.Conv2d``'s
+      (kaiming-uniform, a = √5, on fan-in; biases U(±1/√fan_in)) and every attention FC as
+      ``nn.Linear``'s; the official layer draws each kernel and every attention FC kaiming-normal
+      on fan-out (ReLU gain) with zero biases. Its kernel-attention FCs start wider (std
+      √(2/hidden) and √(2/K) against 1/√(3·C_in) and 1/√(3·hidden) here: 0.34 and 0.71 against
+      0.072 and 0.14 for C_in = 64, K = 4), so at the fixed T_k = 34 its kernel softmax starts
+      less uniform. Inside a :class:`fmd.models.ResNet` (``init="official"``, the default,
+      :func:`fmd.models.official_init`) they are drawn as there;
     * temperature timing: :func:`fmd.train.train_epoch` sets step i's T_io at progress
       ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
       i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),

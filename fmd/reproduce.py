@@ -99,6 +99,26 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
+def stored_runs_line(profile: str) -> str:
+    """One line: how many of the chapters' training runs are stored, and which chapters train the
+    rest (:func:`fmd.chapters.chapter_runs`)."""
+    from . import runs
+    from .chapters import chapter_runs
+    from .profiles import runs_root
+
+    needed = chapter_runs(profile)
+    root = runs_root(profile)
+    missing: dict = {}
+    for chapter, config in needed.values():
+        record = runs.load_record(config.identity(), root)
+        if record is None or len(record["history"]) != config.epochs:
+            missing[chapter] = missing.get(chapter, 0) + 1
+    todo = sum(missing.values())
+    where = ", ".join(f"chapter {c}: {n}" for c, n in sorted(missing.items()))
+    return (f"training runs the chapters read: {len(needed)}, stored {len(needed) - todo}"
+            + (f"; to train {todo} ({where})" if todo else "; nothing to train"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     return cli.run(_main, argv, faults=(RuntimeError,), on_interrupt=(
@@ -117,6 +137,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                      f"{', '.join(PROFILE_NAMES)}")
     notebooks = find_notebooks(NOTEBOOKS, args.only)
     cli.check_writable(NOTEBOOKS)
+    print(stored_runs_line(args.profile), flush=True)
     total = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)

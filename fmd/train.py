@@ -841,7 +841,14 @@ def _stored_weights(config: TrainConfig, runs_root: Optional[PathLike]) -> Optio
     path = weights_path(config, runs_root)
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"stored weights {path} are corrupt or unreadable ({type(error).__name__}: "
+                              f"{_first_line(error)}); delete them and the run is trained again") from error
+    if not isinstance(stored, dict) or "model" not in stored:
+        raise CheckpointError(f"stored weights {path} were not written by fmd.train.save_weights (no "
+                              "'key' and 'model'); delete them and the run is trained again")
     if stored.get("key") != config.key():
         raise CheckpointError(f"{path} belongs to another run (key {stored.get('key')}, expected "
                               f"{config.key()}); delete it")

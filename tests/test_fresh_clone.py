@@ -69,6 +69,12 @@ def test_half_precision_weights_replace_a_missing_checkpoint(tmp_path):
     shutil.rmtree(checkpoint_path(other, tmp_path).parent)
     with pytest.raises(CheckpointError, match="belongs to another run"):
         load_trained(other, tmp_path)
+    weights_path(other, tmp_path).write_bytes(path.read_bytes()[:1000])  # cut short
+    with pytest.raises(CheckpointError, match="corrupt or unreadable.*delete them"):
+        load_trained(other, tmp_path)
+    torch.save([1, 2], weights_path(other, tmp_path))
+    with pytest.raises(CheckpointError, match="not written by fmd.train.save_weights"):
+        load_trained(other, tmp_path)
 
 
 def test_training_progress_reaches_the_reproduce_output(tmp_path, capsys):
@@ -83,3 +89,22 @@ def test_training_progress_reaches_the_reproduce_output(tmp_path, capsys):
     for chunk in ("noise\n[run 1/2] epoch 1/2: loss", " 0.5\n", "\rbar 50%|##\n[train] record: x\n"):
         stream.write(chunk)
     assert out.getvalue() == "  [run 1/2] epoch 1/2: loss 0.5\n  [train] record: x\n"
+
+
+def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
+    """`make reproduce` on a fresh clone trains nothing: every run the chapters read under `quick`
+    is committed, finished, and the models chapters 04 and 06 load have their stored weights."""
+    from fmd import gradcam
+    from fmd.chapters import ch05_attention_ablation as ch05, chapter_runs
+    from fmd.profiles import runs_root
+    from fmd.reproduce import stored_runs_line
+
+    root = runs_root("quick")
+    for chapter, config in chapter_runs("quick").values():
+        record = runs.load_record(config.identity(), root)
+        assert record is not None, f"chapter {chapter}: {runs.run_name(config.identity())} not committed"
+        assert len(record["history"]) == config.epochs
+    assert stored_runs_line("quick").endswith("nothing to train")
+    chapter5 = ch05.default_configs("quick")
+    for attentions in gradcam.FIGURE4_MODELS.values():
+        assert weights_path(chapter5["+".join(attentions)], root).is_file()

@@ -6,7 +6,7 @@ the run cache of :mod:`fmd.runs`). Chapter 08 looks the same runs up through :fu
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,8 +14,10 @@ from ..conv import CONVS as CONV_SPECS
 from ..plots import label
 from ..profiles import get_profile, main_config, runs_root
 from ..train import Name, TrainConfig, train_all
+from . import beyond_spread, mean_std, pm, span
 
 Record = Dict[str, Any]
+Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
 
 CONVS = tuple(CONV_SPECS)
 
@@ -33,6 +35,34 @@ def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, 
     if epochs is not None:
         overrides["epochs"] = epochs
     return {conv: main_config(profile, dataset, conv=conv, **overrides) for conv in convs}
+
+
+def comparison_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, *,
+                       depths: Sequence[int] = (18,), seeds: Optional[Sequence[int]] = None,
+                       kernel_num: int = 4, preset: str = "official", epochs: Optional[int] = None
+                       ) -> Dict[Run, TrainConfig]:
+    """The comparison: :func:`main_configs` for each depth and training seed (seeds: the
+    profile's), keyed ``(depth, seed, conv)``; the data subset stays fixed across seeds."""
+    seeds = get_profile(profile).seeds if seeds is None else seeds
+    return {(d, s, conv): config for d in depths for s in seeds
+            for conv, config in main_configs(profile, dataset, convs, kernel_num=kernel_num,
+                                             preset=preset, epochs=epochs, seed=s, depth=d).items()}
+
+
+def by_conv(records: Mapping[Run, Record], depth: int, seed: Optional[int] = None
+            ) -> Dict[str, Record]:
+    """The records of one depth by conv: one seed's (``seed``), or the first seed's."""
+    seeds = sorted({s for d, s, _ in records if d == depth})
+    pick = seeds[0] if seed is None else seed
+    return {c: r for (d, s, c), r in records.items() if d == depth and s == pick}
+
+
+def seed_groups(records: Mapping[Run, Record]) -> Dict[Tuple[int, str], List[Record]]:
+    """The records grouped by (depth, conv) over their seeds, in the comparison's order."""
+    groups: Dict[Tuple[int, str], List[Record]] = {}
+    for (d, _, c), r in records.items():
+        groups.setdefault((d, c), []).append(r)
+    return groups
 
 
 def run_all(configs: Mapping[Name, TrainConfig], profile: str, *, progress: bool = False,
@@ -86,23 +116,99 @@ def run_schedules(records: Mapping[str, Mapping[str, Any]]
 # Tables
 
 
-def accuracy_rows(records: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """One row per run: accuracy, Δ top-1 against static, size, MACs, speed and wall time."""
-    base = records.get("static")
+def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
+    """One row per (depth, conv) over its seeds: top-1 and top-5 as mean ± std, the Δ of mean
+    top-1 against the static network of the same depth and whether it exceeds the seed spread
+    (:func:`fmd.chapters.beyond_spread`), size, MACs, median throughput and mean wall time."""
+    groups = seed_groups(records)
     rows = []
-    for r in records.values():
-        conv = r["config"]["conv"]
-        top1 = r["final"]["test_top1"]
+    for (depth, conv), runs in groups.items():
+        top1, top5 = mean_std(_final(runs, "test_top1")), mean_std(_final(runs, "test_top5"))
+        base = groups.get((depth, "static"))
+        static = None if base is None else mean_std(_final(base, "test_top1"))
+        first = runs[0]
         rows.append({
-            "conv": label(conv), "K": 1 if conv == "static" else r["config"]["kernel_num"],
-            "top-1 (%)": round(top1, 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
-            "Δ top-1 vs static (pp)": (None if base is None else
-                                       round(top1 - base["final"]["test_top1"], 2)),
-            "best top-1 (%)": round(r["best_test_top1"], 2),
-            "params": r["params"], "MACs": r["macs"],
-            "train images/s": round(r["speed"]["train_images_per_s"], 1),
-            "eval ms/image": round(r["speed"]["eval_ms_per_image"], 3),
-            "wall time (min)": round(r["wall_time_s"] / 60, 1),
-            "epochs": len(r["history"]), "run": r["name"],
+            "depth": depth, "conv": label(conv),
+            "K": 1 if conv == "static" else first["config"]["kernel_num"],
+            "seeds": len(runs), "top-1 (%)": round(top1[0], 2), "top-1 std (pp)": _r(top1[1]),
+            "top-5 (%)": round(top5[0], 2),
+            "Δ top-1 vs static (pp)": None if static is None else round(top1[0] - static[0], 2),
+            "beyond seed spread": None if static is None or conv == "static" else
+            beyond_spread(top1, static),
+            "params": first["params"], "MACs": first["macs"],
+            "train images/s": round(float(np.median([r["speed"]["train_images_per_s"] for r in runs])), 1),
+            "eval ms/image": round(float(np.median([r["speed"]["eval_ms_per_image"] for r in runs])), 3),
+            "wall time (min)": round(float(np.mean([r["wall_time_s"] for r in runs])) / 60, 1),
+            "epochs": len(first["history"]), "runs": " ".join(r["name"] for r in runs),
         })
     return rows
+
+
+def seed_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
+    """One row per run: depth, conv, seed, final top-1 and top-5 (what the means are made of)."""
+    return [{"depth": d, "conv": label(c), "seed": s, "top-1 (%)": r["final"]["test_top1"],
+             "top-5 (%)": r["final"]["test_top5"], "run": r["name"]}
+            for (d, s, c), r in records.items()]
+
+
+def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The prose under the accuracy table, in Markdown, written from :func:`accuracy_rows`."""
+    lines = ["**Reading** (every number from the table above; a difference is *beyond the seed "
+             "spread* when the two mean ± std intervals do not overlap):", ""]
+    for depth in dict.fromkeys(r["depth"] for r in rows):
+        group = [r for r in rows if r["depth"] == depth]
+        static = next((r for r in group if r["conv"] == label("static")), None)
+        dynamic = sorted((r for r in group if r is not static), key=lambda r: -r["top-1 (%)"])
+        seeds = span([r["seeds"] for r in group], "", 0)
+        order = ", ".join(f"{r['conv']} {pm(r['top-1 (%)'], r['top-1 std (pp)'], unit='%')}"
+                          for r in dynamic)
+        text = f"* **ResNet-{depth}** ({seeds} seeds per conv): "
+        if static is not None:
+            text += (f"static {pm(static['top-1 (%)'], static['top-1 std (pp)'], unit='%')}; ")
+        text += f"dynamic, best first: {order}."
+        if static is not None and dynamic:
+            beyond = [r for r in dynamic if r["beyond seed spread"]]
+            above = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] > 0]
+            below = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] < 0]
+            within = [r["conv"] for r in dynamic if r not in beyond]
+            parts = []
+            if above:
+                parts.append(f"above static beyond the seed spread: {', '.join(above)}")
+            if below:
+                parts.append(f"below static beyond the seed spread: {', '.join(below)}")
+            if within:
+                parts.append(f"within the seed spread of static: {', '.join(within)}")
+            joined = "; ".join(parts)
+            text += f" {joined[:1].upper()}{joined[1:]}."
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _final(runs: Sequence[Record], metric: str) -> List[float]:
+    return [r["final"][metric] for r in runs]
+
+
+def _r(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)
+
+
+def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the table says about cost, per depth, in Markdown, from :func:`accuracy_rows`:
+    parameters, MACs and training throughput of each dynamic conv against the static network."""
+    lines = ["**Cost** (from the table above; throughputs on the machine and threads named in the "
+             "records, comparable within one machine only):", ""]
+    for depth in dict.fromkeys(r["depth"] for r in rows):
+        group = [r for r in rows if r["depth"] == depth]
+        static = next((r for r in group if r["conv"] == label("static")), None)
+        dynamic = [r for r in group if r is not static]
+        if static is None or not dynamic:
+            continue
+        slowest = min(dynamic, key=lambda r: r["train images/s"])
+        speed = [r["train images/s"] / static["train images/s"] for r in dynamic]
+        lines.append(
+            f"* **ResNet-{depth}**: the dynamic networks hold "
+            f"{span([r['params'] / static['params'] for r in dynamic], '×')} the static network's "
+            f"parameters and {span([r['MACs'] / static['MACs'] for r in dynamic], '×')} its MACs per "
+            f"image, and train at {span(speed, '×')} "
+            f"its throughput; the slowest to train is {slowest['conv']}.")
+    return "\n".join(lines)

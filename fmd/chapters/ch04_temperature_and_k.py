@@ -277,9 +277,9 @@ def figure5_reading(temperature_records: Mapping[float, Record], kernel_records:
     if seed_range is not None:
         gaps = [abs(top1(a) - top1(b)) for (_, a), (_, b) in zip(by_t, by_t[1:])]
         below = sum(g <= seed_range for g in gaps)
-        lines += ["", f"Two seeds of the reference run are {seed_range:.2f} pp apart (section 4); "
+        lines += ["", f"The seeds of the reference run span {seed_range:.2f} pp (section 4); "
                       f"{below} of the {len(gaps)} gaps between neighbouring initial temperatures "
-                      f"{'is' if below == 1 else 'are'} no larger than that. A range over two seeds "
+                      f"{'is' if below == 1 else 'are'} no larger than that. A range over a few seeds "
                       "is a lower bound of the noise, not a confidence interval: a gap a few times "
                       "larger can still be chance."]
     return "\n".join(lines)
@@ -349,7 +349,7 @@ def folding_reading(rows: Sequence[Mapping[str, Any]], seed_range: Optional[floa
     change = folded["top-1 (%)"] - dynamic["top-1 (%)"]
     within = seed_range is not None and abs(change) <= seed_range
     verdict = ("within" if within else "outside") + (
-        f" the {seed_range:.2f} pp between two seeds of this run" if seed_range is not None
+        f" the {seed_range:.2f} pp range of this run's seeds" if seed_range is not None
         else " a seed range (none was measured)")
     return (f"**Reading.** Folding changes test top-1 by {change:+.2f} pp ({dynamic['top-1 (%)']:.2f}% → "
             f"{folded['top-1 (%)']:.2f}%), {verdict}. It keeps {folded['params'] / dynamic['params']:.0%} "

@@ -8,7 +8,7 @@ latency measured in the notebook run. Chapters 06 and 08 take their runs from
 from __future__ import annotations
 
 import statistics
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -17,8 +17,10 @@ from ..complexity import inference_step, interleaved_times, round_medians, sync_
 from ..conv import FMD_ATTENTIONS, FMDConv2d
 from ..metrics import speed_accuracy
 from ..train import TrainConfig, build_model
-from . import span
+from . import beyond_spread, mean_std, pm, span
 from .ch03_training import run_all
+
+Record = Dict[str, Any]
 
 # The ablation: the static baseline, FMDConv with every attention off, then every non-empty subset
 # of (input, kernel, output), in the order the figures list them.
@@ -126,20 +128,39 @@ def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int]
             for n, v in medians.items()}
 
 
-def ablation_rows(configs: Mapping[str, TrainConfig], records: Mapping[str, Mapping[str, Any]],
+def seed_configs(configs_by_seed: Mapping[int, Mapping[str, TrainConfig]]
+                 ) -> Dict[Tuple[int, str], TrainConfig]:
+    """Every run of the chapter keyed (seed, set), for one :func:`run_ablation` over all seeds."""
+    return {(seed, name): c for seed, configs in configs_by_seed.items() for name, c in configs.items()}
+
+
+def by_set(records: Mapping[Tuple[int, str], Record]) -> Dict[str, List[Record]]:
+    """The records of :func:`seed_configs`' runs grouped by set over their seeds."""
+    groups: Dict[str, List[Record]] = {}
+    for (_, name), r in records.items():
+        groups.setdefault(name, []).append(r)
+    return groups
+
+
+def ablation_rows(configs: Mapping[str, TrainConfig],
+                  records: Mapping[str, Union[Record, Sequence[Record]]],
                   latencies: Mapping[str, Mapping[str, float]]) -> List[Dict[str, Any]]:
-    """One row per set: accuracy, params, MACs, latency, and IES/RCS on both cost bases."""
+    """One row per set: accuracy (mean and std over its seeds' records: ``records[name]`` is one
+    record or a list of them), params, MACs, latency, and IES/RCS on both cost bases from the mean
+    top-1."""
     rows = []
     for name, config in configs.items():
-        r = records[name]
-        top1 = r["final"]["test_top1"]
+        runs = [records[name]] if isinstance(records[name], Mapping) else list(records[name])
+        r = runs[0]
+        top1, std = mean_std([x["final"]["test_top1"] for x in runs])
         mmacs = r["macs"] / 1e6  # millions: the quick profile's networks are small
         ms = latencies[name]["median_ms"]
         by_macs, by_time = speed_accuracy(top1, mmacs), speed_accuracy(top1, ms)
         rows.append({
             "set": name, "conv": config.conv,
             "attentions": "—" if config.conv == "static" else "+".join(config.attentions) or "none",
-            "top1 %": top1, "top5 %": r["final"]["test_top5"], "params": r["params"],
+            "seeds": len(runs), "top1 %": top1, "top1 std": std,
+            "top5 %": mean_std([x["final"]["test_top5"] for x in runs])[0], "params": r["params"],
             "MMACs": round(r["macs"] / 1e6, 3),
             "latency ms (b=1)": ms, "latency min round ms": latencies[name]["min_round_ms"],
             "latency max round ms": latencies[name]["max_round_ms"],
@@ -147,7 +168,8 @@ def ablation_rows(configs: Mapping[str, TrainConfig], records: Mapping[str, Mapp
                 r["speed"]["eval_ms_per_image"],
             "IES MMACs": by_macs["ies"], "RCS per MMAC": by_macs["rcs"],
             "IES ms": by_time["ies"], "RCS per ms": by_time["rcs"],
-            "train s": r["wall_time_s"], "run": r["name"],
+            "train s": statistics.fmean(x["wall_time_s"] for x in runs),
+            "run": " ".join(x["name"] for x in runs),
         })
     return rows
 
@@ -161,33 +183,33 @@ def _fmd_rows(rows: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
 
 
 def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What panel (a) shows, in Markdown, from :func:`ablation_rows`."""
+    """What panel (a) shows, in Markdown, from :func:`ablation_rows`: a difference counts only
+    beyond the seed spread (the two mean ± std intervals do not overlap)."""
     static = next((r for r in rows if r["conv"] == "static"), None)
     fmd = _fmd_rows(rows)
     if not fmd:
         return "No FMDConv set was run."
+    acc = {r["set"]: (r["top1 %"], r["top1 std"]) for r in rows}
     best, worst = max(fmd, key=lambda r: r["top1 %"]), min(fmd, key=lambda r: r["top1 %"])
-    lines = ["**Reading (a)** (one seed per set; every number is read from the table above):", ""]
+    seeds = span([r["seeds"] for r in rows], "", 0)
+    lines = [f"**Reading (a)** (mean ± std over {seeds} seed(s) per set; *beyond the spread*: the two "
+             "mean ± std intervals do not overlap; every number is read from the table above):", ""]
     if static is not None:
-        above = [r["set"] for r in fmd if r["top1 %"] >= static["top1 %"]]
-        lines.append(f"* The static network reaches {static['top1 %']:.2f}%. "
-                     + (f"FMDConv sets at or above it: {', '.join(above)}." if above
-                        else "No FMDConv set reaches it."))
-    gap = "" if static is None else f", {best['top1 %'] - static['top1 %']:+.2f} pp against static"
-    lines.append(f"* The best FMDConv set is *{best['set']}* ({best['top1 %']:.2f}%{gap}); the worst is "
-                 f"*{worst['set']}* ({worst['top1 %']:.2f}%), {best['top1 %'] - worst['top1 %']:.2f} pp "
-                 "below the best.")
-    singles = [r for r in fmd if r["attentions"].count("+") == 0 and r["attentions"] != "none"]
-    pairs = [r for r in fmd if r["attentions"].count("+") == 1]
-    if singles and pairs:
-        best_single = max(singles, key=lambda r: r["top1 %"])
-        better_pairs = [r["set"] for r in pairs if r["top1 %"] > best_single["top1 %"]]
-        single_text = ", ".join(f"{r['set']} {r['top1 %']:.2f}%" for r in singles)
-        lines.append(f"* Single attentions: {single_text}; "
-                     f"pairs: {span([r['top1 %'] for r in pairs])}. "
-                     + (f"Pairs above the best single attention ({best_single['set']}): "
-                        f"{', '.join(better_pairs)}." if better_pairs
-                        else f"No pair beats the best single attention ({best_single['set']})."))
+        above = [r["set"] for r in fmd if r["top1 %"] > static["top1 %"]
+                 and beyond_spread(acc[r["set"]], acc["static"])]
+        below = [r["set"] for r in fmd if r["top1 %"] < static["top1 %"]
+                 and beyond_spread(acc[r["set"]], acc["static"])]
+        lines.append(f"* The static network reaches {pm(*acc['static'], unit='%')}. FMDConv sets above "
+                     f"it beyond the spread: {', '.join(above) or 'none'}; below it beyond the spread: "
+                     f"{', '.join(below) or 'none'}; the others are within the spread.")
+    gap = best["top1 %"] - worst["top1 %"]
+    lines.append(f"* The best FMDConv set is *{best['set']}* ({pm(*acc[best['set']], unit='%')}); the "
+                 f"worst is *{worst['set']}* ({pm(*acc[worst['set']], unit='%')}), {gap:.2f} pp below, "
+                 + ("beyond the seed spread." if beyond_spread(acc[best["set"]], acc[worst["set"]])
+                    else "within the seed spread: these runs do not rank them."))
+    apart = [r["set"] for r in fmd if r is not best and not beyond_spread(acc[r["set"]], acc[best["set"]])]
+    lines.append("* Sets that the seeds cannot tell apart from the best: "
+                 + (", ".join(apart) if apart else "none") + ".")
     return "\n".join(lines)
 
 

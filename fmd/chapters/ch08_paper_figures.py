@@ -133,3 +133,81 @@ def speed_accuracy_rows(records: Mapping[str, Record],
 
 def _round(value: Optional[float], scale: float = 1.0) -> Optional[float]:
     return None if value is None else round(value * scale, 4)
+
+
+def full_size_params(depth: int, conv: str, kernel_num: int = 4) -> int:
+    """Parameters of the full-size network (width 64, 1000 classes, RGB), as the published table
+    counts them; built on the meta device, so even ResNet-101 with FMDConv allocates nothing."""
+    import torch
+
+    from ..complexity import count_params
+    from ..models import ResNet
+
+    options = {} if conv == "static" else {"kernel_num": kernel_num}
+    with torch.device("meta"):
+        return count_params(ResNet(depth, conv, 1000, "imagenet", 64, 3, init="torch", **options))
+
+
+def backbone_rows(records: Mapping[Tuple[int, str], Record]) -> List[Dict[str, Any]]:
+    """The backbone table: per depth and conv, parameters (full-size and as trained), top-1, top-5
+    and training seconds per epoch (mean of the record's epochs), with the official repository's
+    published FMDConv row beside ours (labelled published)."""
+    rows = []
+    for (depth, conv), r in records.items():
+        kernel_num = r["config"]["kernel_num"]
+        epoch_s = [h["train_seconds"] for h in r["history"]]
+        row: Dict[str, Any] = {
+            "depth": depth, "conv": label(conv),
+            "params full-size (M)": round(full_size_params(depth, conv, kernel_num) / 1e6, 2),
+            "params as trained (M)": round(r["params"] / 1e6, 3),
+            "top-1 (%)": round(r["final"]["test_top1"], 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
+            "train s/epoch": round(sum(epoch_s) / len(epoch_s), 1),
+            "train images/epoch": r["history"][0]["train_images"],
+        }
+        published = reference.FMDCONV_BACKBONES.get((f"resnet{depth}", "fmdconv_4x"))
+        if conv == "fmdconv" and published is not None:
+            row.update({"published params (M)": published["params_m"].value,
+                        "published top-1 (%)": published["top1"].value,
+                        "published top-5 (%)": published["top5"].value,
+                        "published s/epoch": published["epoch_s"].value})
+        row["run"] = r["name"]
+        rows.append(row)
+    return rows
+
+
+def backbone_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the backbone table says, in Markdown, from :func:`backbone_rows`."""
+    by = {(r["depth"], r["conv"]): r for r in rows}
+    fmd, static = label("fmdconv"), label("static")
+    depths = sorted({r["depth"] for r in rows})
+    lines = ["**Reading the backbone table** (one seed per run; every number from the table above):", ""]
+    counted = [d for d in depths if (d, fmd) in by and "published params (M)" in by[(d, fmd)]]
+    if counted:
+        same = all(abs(by[(d, fmd)]["params full-size (M)"] - by[(d, fmd)]["published params (M)"]) < 0.01
+                   for d in counted)
+        lines.append("* Full-size parameters of FMDConv K = 4 "
+                     + ("match the published row on every depth" if same else
+                        "differ from the published rows on " + ", ".join(
+                            f"ResNet-{d}" for d in counted
+                            if abs(by[(d, fmd)]["params full-size (M)"]
+                                   - by[(d, fmd)]["published params (M)"]) >= 0.01))
+                     + f" ({', '.join(str(by[(d, fmd)]['params full-size (M)']) + 'M' for d in counted)}).")
+    pairs = [d for d in depths if (d, fmd) in by and (d, static) in by]
+    if pairs:
+        f_, s_ = ({d: by[(d, c)] for d in pairs} for c in (fmd, static))
+        gaps = ", ".join(f"ResNet-{d} {f_[d]['top-1 (%)'] - s_[d]['top-1 (%)']:+.2f} pp" for d in pairs)
+        times = ", ".join(f"ResNet-{d} {f_[d]['train s/epoch'] / s_[d]['train s/epoch']:.2f}×"
+                          for d in pairs)
+        lines.append(f"* FMDConv against the static network of the same depth, top-1: {gaps}.")
+        lines.append(f"* Training time per epoch, FMDConv over static: {times}.")
+    fmd_rows = [by[(d, fmd)] for d in depths if (d, fmd) in by]
+    if len(fmd_rows) > 1:
+        best = max(fmd_rows, key=lambda r: r["top-1 (%)"])
+        text = f"* The best FMDConv backbone here is ResNet-{best['depth']} ({best['top-1 (%)']:.2f}%)"
+        published = [r for r in fmd_rows if "published top-1 (%)" in r]
+        if published:
+            top = max(published, key=lambda r: r["published top-1 (%)"])
+            text += (f"; the published table, at its own scale, puts ResNet-{top['depth']} first "
+                     f"({top['published top-1 (%)']:.2f}%, published)")
+        lines.append(text + ".")
+    return "\n".join(lines)

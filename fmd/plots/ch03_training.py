@@ -1,7 +1,7 @@
 """Figures of chapter 03: learning curves and temperature schedules, drawn from run records."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,28 +18,61 @@ _ROLES = {"kernel": "kernel attention (softmax over K): T_k",
           "gate": "gates (sigmoid: input, output, spatial): T_io"}
 
 
-def learning_curves_figure(records: Mapping[str, Mapping[str, Any]], dataset: str = "") -> plt.Figure:
-    """Test top-1 and training loss per epoch, one line per conv, from the records' history."""
+def learning_curves_figure(groups: Mapping[str, Sequence[Mapping[str, Any]]], title: str = ""
+                           ) -> plt.Figure:
+    """Test top-1 and training loss per epoch, one line per conv: the mean over its seeds (the
+    records in ``groups[conv]``) with a band of ± one standard deviation where there are several."""
     use_style()
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in records.values():
-        conv = r["config"]["conv"]
-        epochs = [h["epoch"] for h in r["history"]]
+    last = 1
+    for conv, runs in groups.items():
+        epochs = [h["epoch"] for h in runs[0]["history"]]
+        last = max(last, len(epochs))
         style = dict(color=conv_color(conv), ls=CONV_SPECS[conv].linestyle, marker=CONV_SPECS[conv].marker,
-                     ms=5, lw=1.8, label=label(conv))
-        acc_ax.plot(epochs, [h["test_top1"] for h in r["history"]], **style)
-        loss_ax.plot(epochs, [h["train_loss"] for h in r["history"]], **style)
-    last = max(len(r["history"]) for r in records.values())
+                     ms=5, lw=1.8, label=f"{label(conv)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        for ax, metric in ((acc_ax, "test_top1"), (loss_ax, "train_loss")):
+            values = np.array([[h[metric] for h in r["history"]] for r in runs])
+            mean = values.mean(axis=0)
+            ax.plot(epochs, mean, **style)
+            if len(runs) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=conv_color(conv), alpha=0.15, lw=0)
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel("epoch")
         ax.set_xticks(range(1, last + 1) if last <= 12 else ax.get_xticks())
-    acc_ax.set(ylabel="test top-1 accuracy (%)", title="test accuracy after each epoch")
+    acc_ax.set(ylabel="test top-1 accuracy (%)", title="test accuracy after each epoch (mean ± std)")
     loss_ax.set(ylabel="training loss (cross-entropy, nats)",
-                title="training loss, mean over each epoch")
+                title="training loss, mean over each epoch (mean ± std)")
     acc_ax.legend(fontsize=8.5, loc="lower right", framealpha=0.95)
-    if dataset:
-        fig.suptitle(f"Learning curves of ResNet-18 with each convolution — {dataset}",
-                     fontweight="bold", fontsize=11)
+    if title:
+        fig.suptitle(title, fontweight="bold", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_figure(rows: Sequence[Mapping[str, Any]], seed_rows: Sequence[Mapping[str, Any]],
+                    title: str = "") -> plt.Figure:
+    """Final top-1 per conv, one panel per depth: each seed's run (dots) and the mean with ± one
+    standard deviation (error bar), from ``ch03.accuracy_rows`` and ``ch03.seed_rows``."""
+    use_style()
+    depths = list(dict.fromkeys(r["depth"] for r in rows))
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.0), squeeze=False)
+    names = {label(c): c for c in CONV_SPECS}
+    for ax, depth in zip(axes[0], depths):
+        group = [r for r in rows if r["depth"] == depth]
+        for x, r in enumerate(group):
+            color = conv_color(names[r["conv"]])
+            seeds = [s["top-1 (%)"] for s in seed_rows if s["depth"] == depth and s["conv"] == r["conv"]]
+            ax.plot([x] * len(seeds), seeds, ls="none", marker="o", ms=4, color=color, alpha=0.5)
+            ax.errorbar(x + 0.18, r["top-1 (%)"], yerr=r["top-1 std (pp)"] or 0, fmt="s", ms=7,
+                        capsize=5, color=color, mec="black", mew=0.6)
+        static = next((r for r in group if r["conv"] == label("static")), None)
+        if static is not None:
+            ax.axhline(static["top-1 (%)"], color="0.5", lw=0.8, ls=":")
+        ax.set_xticks(range(len(group)), [r["conv"] for r in group], rotation=20)
+        ax.set(title=f"ResNet-{depth}", ylabel="final test top-1 (%)")
+    if title:
+        fig.suptitle(title, fontweight="bold", fontsize=10.5)
     fig.tight_layout()
     return fig
 

@@ -34,15 +34,17 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
     ys = np.arange(len(rows))[::-1]
     static = next((r for r in rows if r["set"] == "static"), None)
     for y, r in zip(ys, rows):
-        dots.plot([r["top1 %"]], [y], marker=SET_MARKERS[r["set"]], ms=9,
-                  color=SET_COLORS[r["set"]], ls="none")
-        dots.annotate(f"{r['top1 %']:.2f}", (r["top1 %"], y), xytext=(7, 0),
+        dots.errorbar([r["top1 %"]], [y], xerr=r.get("top1 std") or 0, marker=SET_MARKERS[r["set"]],
+                      ms=9, color=SET_COLORS[r["set"]], ls="none", capsize=4, elinewidth=1.2)
+        dots.annotate(f"{r['top1 %']:.2f}", (r["top1 %"], y), xytext=(7, 7),
                       textcoords="offset points", va="center", fontsize=8)
     if static is not None:
         dots.axvline(static["top1 %"], color=conv_color("static"), ls=":", lw=1.2)
     dots.set_yticks(ys, names)
     dots.margins(x=0.25)
-    dots.set(xlabel="test top-1 accuracy (%)", title="(a) accuracy of each attention set")
+    seeds = max(r.get("seeds", 1) for r in rows)
+    dots.set(xlabel="test top-1 accuracy (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""),
+             title="(a) accuracy of each attention set")
     for ax, key, xlabel in ((by_macs, "MMACs", "MACs per image (millions)"),
                             (by_time, "latency ms (b=1)", "batch-1 latency (ms per image)")):
         for r in rows:
