@@ -154,8 +154,9 @@ def official_init(model: ResNet) -> None:
     gain), zero biases, every attention FC (there a 1×1 convolution) kaiming-normal on fan-out with
     zero bias. DynamicConv (kaijieshi7/Dynamic-convolution-Pytorch, unofficial): each kernel
     ``kaiming_uniform_`` with a = 0 on fan-in, zero biases, its attention FCs as above. CondConv has
-    no official PyTorch code; its experts and routing are drawn as FMDConv's. The classifier:
-    N(0, 0.01), zero bias. Attention BatchNorms start at (1, 0), as ``nn.BatchNorm1d`` already does.
+    no official PyTorch code; its experts and routing are drawn as FMDConv's. The classifier, for
+    every conv, as in the FMDConv and ODConv ResNets: N(0, 0.01), zero bias. Attention BatchNorms
+    start at (1, 0), as ``nn.BatchNorm1d`` already does.
     """
     for m in model.modules():
         if isinstance(m, DynamicConv2dBase):

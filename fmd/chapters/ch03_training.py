@@ -212,3 +212,41 @@ def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             f"image, and train at {span(speed, '×')} "
             f"its throughput; the slowest to train is {slowest['conv']}.")
     return "\n".join(lines)
+
+
+def init_configs(configs: Mapping[Run, TrainConfig], depth: int = 18, seed: int = 0
+                 ) -> Dict[str, TrainConfig]:
+    """One depth and seed of the comparison again with PyTorch's own initialisation (``init="torch"``),
+    to see how much of each conv's result belongs to the official initialisation."""
+    return {c: dataclasses.replace(config, init="torch") for (d, s, c), config in configs.items()
+            if d == depth and s == seed}
+
+
+def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
+              rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Per conv: final top-1 under the official and under PyTorch's initialisation (same seed), the
+    difference, and the seed std of the official runs (``rows``: :func:`accuracy_rows`) for scale."""
+    depth = next(iter(official.values()))["config"]["depth"]
+    std = {r["conv"]: r["top-1 std (pp)"] for r in rows if r["depth"] == depth}
+    out = []
+    for conv, r in official.items():
+        if conv not in torch_init:
+            continue
+        a, b = r["final"]["test_top1"], torch_init[conv]["final"]["test_top1"]
+        out.append({"depth": depth, "conv": label(conv), "seed": r["config"]["seed"],
+                    "top-1 official init (%)": a, "top-1 torch init (%)": b,
+                    "torch − official (pp)": round(b - a, 2), "seed std, official (pp)": std.get(label(conv)),
+                    "runs": f"{r['name']} {torch_init[conv]['name']}"})
+    return out
+
+
+def init_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Which convs the initialisation moves by more than twice their seed std, in Markdown."""
+    if not rows:
+        return "No run of both initialisations is stored."
+    moved = [r for r in rows if r["seed std, official (pp)"] is not None
+             and abs(r["torch − official (pp)"]) > 2 * r["seed std, official (pp)"]]
+    text = ", ".join(f"{r['conv']} {r['torch − official (pp)']:+.2f} pp" for r in rows)
+    return (f"**Reading** (one seed per initialisation; every number from the table above): PyTorch's "
+            f"initialisation against the official one: {text}. Moved by more than twice its seed std: "
+            + (", ".join(r["conv"] for r in moved) if moved else "none") + ".")
