@@ -167,11 +167,12 @@ def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
             "measured": " | ".join(lines), "verdict": verdict}
 
 
-def accuracy_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
+def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
+                     init_rows: Sequence[Mapping[str, Any]] = ()) -> Dict[str, str]:
     """'while maintaining competitive accuracy': FMDConv against ODConv 4× and static on each
     backbone of chapter 03 (``ch03.accuracy_rows``: mean ± std over seeds). Competitive: FMDConv's
     mean top-1 is not below ODConv's beyond the seed spread (the mean ± std intervals overlap, or
-    FMDConv is ahead)."""
+    FMDConv is ahead). ``init_rows`` (``ch03.init_rows``) adds both under PyTorch's initialisation."""
     fmd, od = conv_label("fmdconv"), conv_label("odconv")
     lines, verdicts = [], []
     for depth in dict.fromkeys(r["depth"] for r in rows):
@@ -187,6 +188,10 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
                      f"({f['top-1 (%)'] - o['top-1 (%)']:+.2f} pp vs ODConv"
                      + (", beyond the seed spread" if beyond_spread(acc[fmd], acc[od]) else
                         ", within the seed spread") + f"); {others}")
+    torch_init = {r["conv"]: r["top-1 torch init (%)"] for r in init_rows}
+    if fmd in torch_init and od in torch_init:
+        lines.append(f"under PyTorch's initialisation (ResNet-{init_rows[0]['depth']}, one seed): FMDConv "
+                     f"{torch_init[fmd]:.2f}%, ODConv {torch_init[od]:.2f}%")
     if not verdicts:
         return {"claim": "competitive accuracy", "test": "chapter 03's runs", "measured": "not run yet",
                 "verdict": "cannot be tested here yet: run chapter 03"}
