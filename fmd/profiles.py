@@ -32,6 +32,7 @@ class Profile:
     ablation: Dict[str, Any] = field(default_factory=dict)  # overrides that shrink ablation runs
     main: Dict[str, Any] = field(default_factory=dict)  # overrides of the main runs (chapter 3)
     seeds: Tuple[int, ...] = (0,)  # training seeds of each compared configuration (chapters 3, 5)
+    seeds_by_depth: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # chapter 3, if not `seeds`
     bench_cases: Tuple[str, ...] = ()  # fmd.bench cases timed by chapter 7
     bench_repeats: int = 5
     gradcam_images: int = 8
@@ -40,14 +41,15 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", "smoke", ("synthetic",), {"epochs": 1}, {}, (0, 1),
+    "smoke": Profile("smoke", "smoke", ("synthetic",), {"epochs": 1}, {}, (0, 1), {},
                      ("r18w16-cifar-b1-infer",), 2, 4),
     # quick: every comparison at one scale (12,000 images, 3 epochs: about a minute a run), so
     # that three seeds of chapters 3 and 5 and four backbones fit a from-scratch reproduce.
+    # Chapter 3's ResNet-50s: one seed (each costs three ResNet-18s here).
     "quick": Profile("quick", "quick", ("fashion_mnist",),
                      {"train_subset": 12000, "epochs": 3}, {"train_subset": 12000, "epochs": 3},
-                     (0, 1, 2), ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
-    "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {}, {}, (0, 1, 2),
+                     (0, 1, 2), {50: (0,)}, ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
+    "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {}, {}, (0, 1, 2), {},
                      ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer",
                       "r50-cifar-b32-train"), 20, 8, download=True),
 }
@@ -75,8 +77,15 @@ def get_profile(name: str) -> Profile:
         # Timing: chapter 7's cells as they are, on the smoke profile's benchmark case, once.
         profile = replace(profile, ablation={**profile.ablation, **TINY_RUNS}, scale=dict(TINY_RUNS),
                           seeds=profile.seeds[:1],
+                          seeds_by_depth={d: s[:1] for d, s in profile.seeds_by_depth.items()},
                           bench_cases=PROFILES["smoke"].bench_cases, bench_repeats=1)
     return profile
+
+
+def depth_seeds(profile: str, depth: int) -> Tuple[int, ...]:
+    """The training seeds of chapter 3's networks of ``depth`` under ``profile``."""
+    p = get_profile(profile)
+    return p.seeds_by_depth.get(depth, p.seeds)
 
 
 def output_dir(profile: str, kind: str) -> Path:

@@ -95,6 +95,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     lr_schedule: str = "step"  # "step" (× gamma at each milestone epoch) or "cosine" (per iteration)
+    warmup_epochs: float = 0.0  # the LR rises linearly from 0 over this many epochs (per iteration)
     milestones: Tuple[int, ...] = (30, 60, 90)
     gamma: float = 0.1
     seed: int = 0
@@ -143,6 +144,7 @@ class TrainConfig:
         self._require("weight_decay", self.weight_decay >= 0, "non-negative")
         self._require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
         self._require("anneal_epochs", self.anneal_epochs > 0, "positive")
+        self._require("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "in [0, epochs)")
         self._require("milestones", list(self.milestones) == sorted(set(self.milestones))
                       and all(m >= 1 for m in self.milestones), "increasing positive epochs")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -194,7 +196,7 @@ class TrainConfig:
 # the key it had before they existed.
 # A record from before `init` existed was drawn as PyTorch draws (from_dict reads it so).
 _LATER_FIELDS = {"amp": "none", "channels_last": False, "compile": False, "world_size": 1,
-                 "sync_bn": False, "init": "torch"}
+                 "sync_bn": False, "init": "torch", "warmup_epochs": 0.0}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -259,9 +261,11 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # ImageNet stem (7×7/2 + max-pool: 8×8 maps in the first stage, which a CPU can afford),
     # a cosine LR, and the temperatures annealed over the first 10% of the run as in `paper`.
     # No augmentation: a run this short underfits, and pad-crop cost 3 points of top-1 at 4 epochs.
+    # A linear LR warm-up over the first half epoch: without it ResNet-50 ended its first epoch at a
+    # mean training loss of 2.85 (above ln 10; 18.6% test top-1), with it at 1.45 (69.8%).
     "quick": dict(dataset="fashion_mnist", transform="none", stem="imagenet", width=16, epochs=5,
                   batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, lr_schedule="cosine",
-                  anneal_epochs=0.5),
+                  anneal_epochs=0.5, warmup_epochs=0.5),
     # Seconds: the synthetic set and a width-8 ResNet-18, for tests and CI. One thread: a model
     # this small is bound by per-op overhead, and a second thread spinning on a shared machine
     # made it up to 5× slower.
@@ -287,11 +291,13 @@ def make_config(recipe: str = "quick", **overrides: Any) -> TrainConfig:
 
 
 def lr_factor(config: TrainConfig, epoch: float) -> float:
-    """The LR multiplier at training progress ``epoch`` (fractional, applied per iteration)."""
+    """The LR multiplier at training progress ``epoch`` (fractional, applied per iteration): the
+    schedule's, times a linear warm-up over the first ``warmup_epochs`` (Goyal et al., 2017)."""
+    warm = min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
     if config.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(epoch / config.epochs, 1.0)))
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(epoch / config.epochs, 1.0)))
     passed = sum(1 for m in config.milestones if math.floor(epoch + 1e-9) >= m)
-    return config.gamma ** passed
+    return warm * config.gamma ** passed
 
 
 def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> ResNet:

@@ -354,3 +354,14 @@ def test_chapter_08_looks_up_chapter_04s_grids_and_chapter_05s_knobs():
     full = ch05.default_configs("quick")["input+kernel+output"]
     assert {k: getattr(full, k) for k in ch05.DEFAULTS} == ch05.DEFAULTS
     assert ch05.default_configs("quick", kernel_num=2)["kernel"].kernel_num == 2
+
+
+def test_warmup_raises_the_lr_linearly_then_hands_over_to_the_schedule():
+    config = make_config("quick", epochs=3, warmup_epochs=0.5)
+    assert lr_factor(config, 0.0) == 0.0
+    assert lr_factor(config, 0.25) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.25 / 3)))
+    plain = make_config("quick", epochs=3, warmup_epochs=0.0)
+    assert lr_factor(config, 1.0) == lr_factor(plain, 1.0)
+    assert "warmup_epochs" not in plain.identity() and config.identity()["warmup_epochs"] == 0.5
+    with pytest.raises(ValueError, match="warmup_epochs must be in"):
+        make_config("quick", epochs=3, warmup_epochs=3)

@@ -6,13 +6,14 @@ the run cache of :mod:`fmd.runs`). Chapter 08 looks the same runs up through :fu
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..conv import CONVS as CONV_SPECS
 from ..plots import label
-from ..profiles import get_profile, main_config, runs_root
+from ..profiles import depth_seeds, get_profile, main_config, runs_root
 from ..train import Name, TrainConfig, train_all
 from . import beyond_spread, mean_std, pm, span
 
@@ -42,9 +43,10 @@ def comparison_configs(profile: str, dataset: str = "", convs: Sequence[str] = C
                        kernel_num: int = 4, preset: str = "official", epochs: Optional[int] = None
                        ) -> Dict[Run, TrainConfig]:
     """The comparison: :func:`main_configs` for each depth and training seed (seeds: the
-    profile's), keyed ``(depth, seed, conv)``; the data subset stays fixed across seeds."""
-    seeds = get_profile(profile).seeds if seeds is None else seeds
-    return {(d, s, conv): config for d in depths for s in seeds
+    profile's for that depth, :func:`fmd.profiles.depth_seeds`), keyed ``(depth, seed, conv)``;
+    the data subset stays fixed across seeds."""
+    return {(d, s, conv): config for d in depths
+            for s in (depth_seeds(profile, d) if seeds is None else seeds)
             for conv, config in main_configs(profile, dataset, convs, kernel_num=kernel_num,
                                              preset=preset, epochs=epochs, seed=s, depth=d).items()}
 
@@ -139,7 +141,9 @@ def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
             "train images/s": round(float(np.median([r["speed"]["train_images_per_s"] for r in runs])), 1),
             "eval ms/image": round(float(np.median([r["speed"]["eval_ms_per_image"] for r in runs])), 3),
             "wall time (min)": round(float(np.mean([r["wall_time_s"] for r in runs])) / 60, 1),
-            "epochs": len(first["history"]), "runs": " ".join(r["name"] for r in runs),
+            "epochs": len(first["history"]),
+            "first-epoch train loss": round(float(np.mean([r["history"][0]["train_loss"] for r in runs])), 3),
+            "classes": first["num_classes"], "runs": " ".join(r["name"] for r in runs),
         })
     return rows
 
@@ -180,6 +184,12 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
                 parts.append(f"within the seed spread of static: {', '.join(within)}")
             joined = "; ".join(parts)
             text += f" {joined[:1].upper()}{joined[1:]}."
+        chance = math.log(group[0]["classes"])
+        stalled = [r["conv"] for r in group if r["first-epoch train loss"] > chance]
+        if stalled:
+            text += (f" Mean training loss of the first epoch above ln {group[0]['classes']} = {chance:.2f} "
+                     f"(worse than a uniform guess; the network barely trains at this recipe): "
+                     f"{', '.join(stalled)}.")
         lines.append(text)
     return "\n".join(lines)
 
