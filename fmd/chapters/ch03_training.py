@@ -166,15 +166,19 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
         seeds = span([r["seeds"] for r in group], "", 0)
         order = ", ".join(f"{r['conv']} {pm(r['top-1 (%)'], r['top-1 std (pp)'], unit='%')}"
                           for r in dynamic)
-        text = f"* **ResNet-{depth}** ({seeds} seeds per conv): "
+        plural = "" if seeds == "1" else "s"
+        text = f"* **ResNet-{depth}** ({seeds} seed{plural} per conv): "
         if static is not None:
             text += (f"static {pm(static['top-1 (%)'], static['top-1 std (pp)'], unit='%')}; ")
         text += f"dynamic, best first: {order}."
         if static is not None and dynamic:
-            beyond = [r for r in dynamic if r["beyond seed spread"]]
+            spread = [r for r in dynamic if r["top-1 std (pp)"] is not None
+                      and static["top-1 std (pp)"] is not None]
+            beyond = [r for r in spread if r["beyond seed spread"]]
             above = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] > 0]
             below = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] < 0]
-            within = [r["conv"] for r in dynamic if r not in beyond]
+            within = [r["conv"] for r in spread if r not in beyond]
+            single = [r["conv"] for r in dynamic if r not in spread]
             parts = []
             if above:
                 parts.append(f"above static beyond the seed spread: {', '.join(above)}")
@@ -182,6 +186,8 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
                 parts.append(f"below static beyond the seed spread: {', '.join(below)}")
             if within:
                 parts.append(f"within the seed spread of static: {', '.join(within)}")
+            if single:
+                parts.append(f"one seed, so no spread to weigh the differences against: {', '.join(single)}")
             joined = "; ".join(parts)
             text += f" {joined[:1].upper()}{joined[1:]}."
         chance = math.log(group[0]["classes"])

@@ -181,13 +181,15 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
             continue
         f, o = group[fmd], group[od]
         acc = {c: (r["top-1 (%)"], r["top-1 std (pp)"]) for c, r in group.items()}
+        single = acc[fmd][1] is None or acc[od][1] is None
         behind = f["top-1 (%)"] < o["top-1 (%)"] and beyond_spread(acc[fmd], acc[od])
-        verdicts.append((depth, not behind))
+        verdicts.append((depth, None if single else not behind))
         others = ", ".join(f"{c} {pm(*acc[c], unit='%')}" for c in group if c != fmd)
-        lines.append(f"ResNet-{depth} ({f['seeds']} seeds): FMDConv {pm(*acc[fmd], unit='%')} "
-                     f"({f['top-1 (%)'] - o['top-1 (%)']:+.2f} pp vs ODConv"
-                     + (", beyond the seed spread" if beyond_spread(acc[fmd], acc[od]) else
-                        ", within the seed spread") + f"); {others}")
+        spread = ("one seed, no spread" if single else "beyond the seed spread"
+                  if beyond_spread(acc[fmd], acc[od]) else "within the seed spread")
+        lines.append(f"ResNet-{depth} ({f['seeds']} seed{'s' * (f['seeds'] > 1)}): FMDConv "
+                     f"{pm(*acc[fmd], unit='%')} ({f['top-1 (%)'] - o['top-1 (%)']:+.2f} pp vs ODConv, "
+                     f"{spread}); {others}")
     torch_init = {r["conv"]: r["top-1 torch init (%)"] for r in init_rows}
     if fmd in torch_init and od in torch_init:
         lines.append(f"under PyTorch's initialisation (ResNet-{init_rows[0]['depth']}, one seed): FMDConv "
@@ -195,9 +197,14 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
     if not verdicts:
         return {"claim": "competitive accuracy", "test": "chapter 03's runs", "measured": "not run yet",
                 "verdict": "cannot be tested here yet: run chapter 03"}
-    verdict = ("holds at this scale on every backbone tested" if all(ok for _, ok in verdicts) else
-               "not at this scale: FMDConv trails ODConv beyond the seed spread on "
-               + ", ".join(f"ResNet-{d}" for d, ok in verdicts if not ok))
+    tested = [(d, ok) for d, ok in verdicts if ok is not None]
+    failed = [f"ResNet-{d}" for d, ok in tested if not ok]
+    untested = [f"ResNet-{d}" for d, ok in verdicts if ok is None]
+    verdict = ("cannot be tested here: one seed per network" if not tested else
+               f"not at this scale: FMDConv trails ODConv beyond the seed spread on {', '.join(failed)}"
+               if failed else "holds at this scale on " + ", ".join(f"ResNet-{d}" for d, _ in tested))
+    if untested and tested:
+        verdict += f" ({', '.join(untested)}: one seed, not judged)"
     return {"claim": "'... while maintaining competitive accuracy' (abstract)",
             "test": "chapter 03's runs, mean ± std over seeds, FMDConv against ODConv 4× on each backbone; "
                     "competitive means not below ODConv beyond the seed spread (the two mean ± std "
