@@ -52,9 +52,11 @@ def table_text(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str
 
 
 def _cell(value: object) -> str:
+    """A Markdown table cell: floats to 4 significant digits, a literal ``|`` escaped (it would
+    start a new column)."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    return "" if value is None else str(value).replace("|", "\\|")
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path, stem: str, *, line: str,

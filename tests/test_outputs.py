@@ -124,3 +124,12 @@ def test_drawing_modules_import_no_training_or_benchmark_code():
             " 'fmd.chapters') or k.startswith('fmd.chapters.')))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_bar_inside_a_markdown_cell_does_not_open_a_column(tmp_path):
+    from fmd.tables import write_table
+
+    csv_path, md_path = write_table([{"claim": "a | b", "n": 1.0}], tmp_path, "t", line="stamp")
+    row = md_path.read_text().splitlines()[2]
+    assert row == "| a \\| b | 1 |"
+    assert "a | b" in csv_path.read_text()  # the CSV keeps the text as it is
