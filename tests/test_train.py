@@ -240,7 +240,7 @@ def test_learning_rate_schedules():
     step = make_config("paper")  # ×0.1 at epochs 30, 60 and 90
     assert [lr_factor(step, e) for e in (0, 29.99, 30, 59.5, 60, 95)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.001])
-    cosine = make_config("quick", epochs=4)
+    cosine = make_config("quick", epochs=4, warmup_epochs=0.0)
     assert [lr_factor(cosine, e) for e in (0, 2, 4)] == pytest.approx([1, 0.5, 0])
 
 
