@@ -196,10 +196,12 @@ def backbone_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     if pairs:
         f_, s_ = ({d: by[(d, c)] for d in pairs} for c in (fmd, static))
         gaps = ", ".join(f"ResNet-{d} {f_[d]['top-1 (%)'] - s_[d]['top-1 (%)']:+.2f} pp" for d in pairs)
+        timed = [d for d in pairs if s_[d]["train s/epoch"] > 0]  # a tiny run rounds to 0.0 s
         times = ", ".join(f"ResNet-{d} {f_[d]['train s/epoch'] / s_[d]['train s/epoch']:.2f}×"
-                          for d in pairs)
+                          for d in timed)
         lines.append(f"* FMDConv against the static network of the same depth, top-1: {gaps}.")
-        lines.append(f"* Training time per epoch, FMDConv over static: {times}.")
+        lines.append("* Training time per epoch, FMDConv over static: "
+                     + (f"{times}." if timed else "the epochs are too short to time (0.0 s)."))
     fmd_rows = [by[(d, fmd)] for d in depths if (d, fmd) in by]
     if len(fmd_rows) > 1:
         best = max(fmd_rows, key=lambda r: r["top-1 (%)"])
