@@ -8,7 +8,7 @@ latency measured in the notebook run. Chapters 06 and 08 take their runs from
 from __future__ import annotations
 
 import statistics
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -143,14 +143,14 @@ def by_set(records: Mapping[Tuple[int, str], Record]) -> Dict[str, List[Record]]
 
 
 def ablation_rows(configs: Mapping[str, TrainConfig],
-                  records: Mapping[str, Union[Record, Sequence[Record]]],
+                  records: Mapping[str, Sequence[Record]],
                   latencies: Mapping[str, Mapping[str, float]]) -> List[Dict[str, Any]]:
-    """One row per set: accuracy (mean and std over its seeds' records: ``records[name]`` is one
-    record or a list of them), params, MACs, latency, and IES/RCS on both cost bases from the mean
+    """One row per set: accuracy (mean and std over its seeds' records, ``records[name]``, as
+    :func:`by_set` groups them), params, MACs, latency, and IES/RCS on both cost bases from the mean
     top-1."""
     rows = []
     for name, config in configs.items():
-        runs = [records[name]] if isinstance(records[name], Mapping) else list(records[name])
+        runs = records[name]
         r = runs[0]
         top1, std = mean_std([x["final"]["test_top1"] for x in runs])
         mmacs = r["macs"] / 1e6  # millions: the quick profile's networks are small
@@ -194,6 +194,10 @@ def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     seeds = span([r["seeds"] for r in rows], "", 0)
     lines = [f"**Reading (a)** (mean ± std over {seeds} seed(s) per set; *beyond the spread*: the two "
              "mean ± std intervals do not overlap; every number is read from the table above):", ""]
+    if any(std is None for _, std in acc.values()):
+        lines.append("* One seed per set: there is no spread to weigh the differences against, so "
+                     "the table ranks nothing.")
+        return "\n".join(lines)
     if static is not None:
         above = [r["set"] for r in fmd if r["top1 %"] > static["top1 %"]
                  and beyond_spread(acc[r["set"]], acc["static"])]
