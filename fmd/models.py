@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .conv import DynamicConv2d, DynamicConv2dBase, conv_spec, make_conv
 
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "cifar", "small")
 INITS = ("official", "torch")
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
           50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}
@@ -111,6 +111,9 @@ class ResNet(nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
                                       nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                                       nn.MaxPool2d(3, 2, 1))
+        elif stem == "small":  # 3×3/2, no max-pool: 16×16 maps in the first stage from 32×32 inputs
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 2, 1, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
                                       nn.BatchNorm2d(width), nn.ReLU(inplace=True))

@@ -96,6 +96,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_schedule: str = "step"  # "step" (× gamma at each milestone epoch) or "cosine" (per iteration)
     warmup_epochs: float = 0.0  # the LR rises linearly from 0 over this many epochs (per iteration)
+    label_smoothing: float = 0.0  # of the training loss (F.cross_entropy's); evaluation has none
     milestones: Tuple[int, ...] = (30, 60, 90)
     gamma: float = 0.1
     seed: int = 0
@@ -144,6 +145,7 @@ class TrainConfig:
         self._require("weight_decay", self.weight_decay >= 0, "non-negative")
         self._require("gamma", 0 < self.gamma <= 1, "in (0, 1]")
         self._require("anneal_epochs", self.anneal_epochs > 0, "positive")
+        self._require("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)")
         self._require("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "in [0, epochs)")
         self._require("milestones", list(self.milestones) == sorted(set(self.milestones))
                       and all(m >= 1 for m in self.milestones), "increasing positive epochs")
@@ -196,7 +198,8 @@ class TrainConfig:
 # the key it had before they existed.
 # A record from before `init` existed was drawn as PyTorch draws (from_dict reads it so).
 _LATER_FIELDS = {"amp": "none", "channels_last": False, "compile": False, "world_size": 1,
-                 "sync_bn": False, "init": "torch", "warmup_epochs": 0.0}
+                 "sync_bn": False, "init": "torch", "warmup_epochs": 0.0,
+                 "label_smoothing": 0.0}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -318,10 +321,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _loss(logits: Tensor, targets: Tensor) -> Tensor:
-    return F.cross_entropy(logits, targets)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -369,6 +368,7 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
                 scheduler: torch.optim.lr_scheduler.LRScheduler, schedules: Dict[str, Any],
                 epoch: int, *, progress: bool = False, desc: str = "", amp: str = "none",
                 channels_last: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
+                label_smoothing: float = 0.0,
                 context: distributed.Context = distributed.SINGLE) -> Dict[str, Any]:
     """One epoch of SGD; temperatures follow ``schedules`` per iteration. Raises on a NaN loss.
 
@@ -391,7 +391,7 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
         temperatures = apply_schedules(model, schedules, epoch + i / iters)
         with autocast(amp, device):
             logits = model(_inputs(images, channels_last))
-            loss = _loss(logits, targets)
+            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         value, orphans = context.sum([loss.item(), context.orphaned()])
         value /= context.world_size
         if orphans:  # every rank stops at this iteration, none waits on a rank that left
@@ -705,7 +705,8 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
         tic = time.perf_counter()
         fit = train_epoch(net, train_loader, optimizer, scheduler, schedules, epoch,
                           progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}", amp=config.amp,
-                          channels_last=config.channels_last, scaler=scaler, context=context)
+                          channels_last=config.channels_last, scaler=scaler,
+                          label_smoothing=config.label_smoothing, context=context)
         test = evaluate(model, test_loader, amp=config.amp, channels_last=config.channels_last,
                         context=context)
         row = {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],

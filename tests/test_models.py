@@ -62,10 +62,10 @@ def test_static_resnet18_macs_at_224_by_both_counters():
 
 
 @pytest.mark.parametrize("conv", ["condconv", "dyconv", "odconv", "fmdconv"])
-@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet", "small"])
 def test_dynamic_macs_agree_with_torch_flop_counter(conv, stem):
     model = resnet18(conv=conv, stem=stem, width=8, num_classes=10)
-    size = (1, 3, 32, 32) if stem == "cifar" else (1, 3, 64, 64)
+    size = (1, 3, 64, 64) if stem == "imagenet" else (1, 3, 32, 32)
     ours = count_macs(model, size)
     assert ours == flop_counter_macs(model, size)
     assert ours > count_macs(resnet18(stem=stem, width=8, num_classes=10), size)
@@ -135,3 +135,15 @@ def test_interleaved_times_rounds_rotation_and_threads_restored():
     assert all(len(v) == 3 and min(v) >= 0 for v in round_medians(times).values())
     with pytest.raises(ValueError, match="rounds >= 1"):
         interleaved_times(fns, rounds=0)
+
+
+def test_the_small_stem_halves_the_map_without_a_max_pool():
+    # 3×3/2 and no max-pool: a 32×32 input reaches the first stage at 16×16 (ImageNet's: 8×8).
+    features = {}
+    for stem in ("small", "imagenet", "cifar"):
+        model = resnet18(stem=stem, width=8, num_classes=10)
+        model.layer1.register_forward_hook(lambda m, i, o, stem=stem: features.update({stem: o.shape}))
+        model(torch.randn(2, 3, 32, 32))
+    assert {k: v[-1] for k, v in features.items()} == {"small": 16, "imagenet": 8, "cifar": 32}
+    with pytest.raises(ValueError, match="stem must be one of"):
+        resnet18(stem="tiny")
