@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data reproduce test bench lab clean-venv
+.PHONY: setup data reproduce test bench lab clean-venv lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# every dependency and its pin comes from pyproject.toml
-	$(PY) -m pip install --quiet -e ".[test,notebooks]"
+	# every package at the version (and hash) in requirements.lock, which `make lock` makes from pyproject.toml
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -30,7 +31,9 @@ reproduce: setup
 
 test: setup
 	$(VENV)/bin/ruff check fmd tests
-	FMD_PROFILE=smoke $(PY) -m pytest -q --durations=15 tests
+	# -n 1: the tests run in a pytest-xdist worker, so a native crash (inductor, ONNX Runtime) fails the
+	# test that was running, with its signal, and a fresh worker runs the rest
+	FMD_PROFILE=smoke $(PY) -m pytest -q -n 1 --durations=15 tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		FMD_PROFILE=smoke $(PY) -m pytest -q --durations=8 --nbval-lax --nbval-current-env notebooks \
 			--ignore-glob='*.running.ipynb' --ignore-glob='*.failed.ipynb'; \
@@ -46,3 +49,11 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Regenerate requirements.lock from pyproject.toml with pip-compile (in a venv of its own), keeping every
+# pin that still fits; UPGRADE=1 takes the newest versions that fit. tests/test_lock.py checks the two agree.
+LOCKTOOLS := $(VENV)/lock-tools
+lock:
+	@test -x $(LOCKTOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKTOOLS) && \
+		$(LOCKTOOLS)/bin/python -m pip install --quiet pip==26.3 pip-tools==7.7.0; }
+	$(LOCKTOOLS)/bin/python scripts/lock.py $(if $(UPGRADE),--upgrade)

@@ -82,7 +82,6 @@ def test_fp16_training_uses_a_grad_scaler_that_the_checkpoint_keeps(tmp_path):
     assert record["sessions"] == 2 and record["final"]["train_loss"] == record["final"]["train_loss"]
 
 
-@pytest.mark.native
 def test_compiled_training_matches_eager_training(tmp_path):
     options = dict(epochs=1, train_subset=64, test_subset=32, width=4)
     eager = train(make_config("smoke", **options), tmp_path, progress=False, verbose=False)

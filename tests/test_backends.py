@@ -82,7 +82,6 @@ def test_auto_compiled_with_a_symbolic_batch_stays_exact_at_every_batch():
     torch._dynamo.reset()
 
 
-@pytest.mark.native
 def test_inductor_compiles_the_automatic_choice_to_eager_outputs():
     layer, x = layer_and_input("fmdconv", batch=1)
     layer.eval()
@@ -91,7 +90,6 @@ def test_inductor_compiles_the_automatic_choice_to_eager_outputs():
     torch._dynamo.reset()
 
 
-@pytest.mark.native
 @pytest.mark.parametrize("conv", list(CONVS))
 @pytest.mark.parametrize("batch", [1, None])
 def test_onnx_runtime_runs_every_convolution_as_eager(conv, batch, tmp_path):
@@ -100,7 +98,6 @@ def test_onnx_runtime_runs_every_convolution_as_eager(conv, batch, tmp_path):
     assert report["batch"] == (batch or "dynamic") and report["max_abs_diff"] < 1e-4
 
 
-@pytest.mark.native
 def test_a_fixed_batch_1_onnx_export_has_no_k_fold_convolution(tmp_path):
     # Width 5 and K = 3: a K-fold convolution would have 15, 30, 60 or 120 output channels.
     model = resnet18(conv="fmdconv", stem="cifar", width=5, kernel_num=3, num_classes=10)
@@ -117,7 +114,6 @@ def test_onnx_export_refuses_bad_sizes(tmp_path):
         export_onnx(layer, tmp_path / "x.onnx", (1, 8, 6, 6))
 
 
-@pytest.mark.native
 def test_export_command_writes_a_checked_graph(tmp_path, capsys):
     from fmd.export import main
 
