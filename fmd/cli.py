@@ -9,11 +9,13 @@ on the way out: every file a run writes is written atomically (:mod:`fmd.provena
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 # Exit statuses: 1 a fault while working, 2 bad input (argparse's own), 130 interrupted (as a shell).
 FAULT, BAD_INPUT, INTERRUPTED = 1, 2, 130
@@ -81,3 +83,50 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
     except OSError as error:
         print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return FAULT
+
+
+def add_dataclass_flags(group: Any, cls: type, choices: Dict[str, Tuple[Any, ...]], *,
+                        skip: Sequence[str] = ()) -> None:
+    """One ``--field-name`` flag per field of the dataclass ``cls``, parsed by its type hint (``none``
+    for an Optional, ``a,b`` for a tuple, ``true``/``false`` for a bool); a flag left out keeps the
+    caller's default (``argparse.SUPPRESS``), even where ``none`` is a valid value."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        allowed = choices.get(f.name)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
+                           type=lambda text, hint=hint: parse_value(text, hint), metavar=metavar(hint),
+                           help=None if allowed is None else "one of " + ", ".join(map(str, allowed)))
+
+
+def parse_value(text: str, hint: Any) -> Any:
+    """``text`` from a command line as a value of type ``hint``; an argparse error names the type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        if text.lower() == "none":
+            return None
+        return parse_value(text, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        return tuple(parse_value(t.strip(), args[0]) for t in text.split(",") if t.strip())
+    if hint is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {hint.__name__}, got {text!r}") from None
+    return text
+
+
+def metavar(hint: Any) -> str:
+    """How ``--help`` shows a value of type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return metavar(next(a for a in args if a is not type(None))) + "|none"
+    if origin is tuple:
+        return f"{metavar(args[0])},..."
+    return {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(hint, "VALUE")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, TypedDict, Union
 
 from .provenance import REPO_ROOT, atomic_write_bytes
 
@@ -21,8 +21,70 @@ PathLike = Union[str, Path]
 
 RUNS_ROOT = REPO_ROOT / "data" / "runs"
 RECORD_NAME = "record.json"
-# Fields that change how a run is shown, never what it computes; left out of the key.
-PRESENTATION_FIELDS = frozenset({"progress", "note"})
+
+
+class HistoryRow(TypedDict):
+    """One epoch of a run (``record["history"][i]``)."""
+
+    epoch: int
+    train_loss: float
+    train_top1: float
+    test_loss: float
+    test_top1: float
+    test_top5: float
+    lr: float
+    temperatures: Dict[str, float]  # each role's temperature at the epoch's last step
+    train_images: int
+    train_seconds: float
+    train_images_per_s: float
+    eval_seconds: float
+    eval_images_per_s: float
+    epoch_seconds: float
+
+
+class FinalMetrics(TypedDict):
+    """The last epoch's results (``record["final"]``)."""
+
+    test_top1: float
+    test_top5: float
+    test_loss: float
+    train_loss: float
+    train_top1: float
+
+
+class RunRecord(TypedDict, total=False):
+    """The schema of ``record.json``, as :func:`fmd.record.make_record` writes it; every reader reads
+    these keys. Records committed before a key existed lack it (``total=False``): ``kernel_entropy``
+    (FMDConv runs with a kernel attention, since the entropies were recorded), ``loader_workers``
+    (image-folder runs), ``precision`` and ``distributed`` (since those options existed)."""
+
+    name: str
+    key: str
+    config: Dict[str, Any]  # fmd.config.TrainConfig.to_dict(); TrainConfig.from_dict reads it back
+    final: FinalMetrics
+    best_test_top1: float
+    history: List[HistoryRow]
+    num_classes: int
+    train_images: int
+    test_images: int
+    input_size: List[int]  # 1×C×H×W
+    params: int
+    macs: int
+    speed: Dict[str, Any]  # train/eval images per second, eval ms per image, what was measured
+    speed_accuracy: Dict[str, Dict[str, Any]]  # "macs" and "eval_time": cost, IES, RCS
+    kernel_entropy: Dict[str, Any]  # {"images": N, "nats": per-layer entropies}
+    wall_time_s: float
+    sessions: int
+    seed: int
+    git_commit: str
+    git_dirty: bool
+    versions: Dict[str, str]
+    device: str
+    threads: int
+    distributed: Dict[str, Any]
+    precision: Dict[str, Any]  # amp, channels_last, compile
+    loader_workers: int
+    created: str  # ISO 8601, UTC
 
 
 def _plain(value: Any) -> Any:
@@ -35,9 +97,8 @@ def _plain(value: Any) -> Any:
 
 
 def config_key(config: Mapping[str, Any]) -> str:
-    """A stable 16-hex-digit hash of a configuration (sorted JSON, presentation fields left out)."""
-    kept = {k: v for k, v in config.items() if k not in PRESENTATION_FIELDS}
-    text = json.dumps(_plain(kept), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """A stable 16-hex-digit hash of a configuration (sorted JSON)."""
+    text = json.dumps(_plain(dict(config)), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -69,7 +130,7 @@ def write_record(record: Mapping[str, Any], root: Optional[PathLike] = None) -> 
     return path
 
 
-def read_record(path: PathLike) -> Dict[str, Any]:
+def read_record(path: PathLike) -> RunRecord:
     """Read one record file (or a run folder's record)."""
     path = Path(path)
     if path.is_dir():
@@ -81,13 +142,13 @@ def read_record(path: PathLike) -> Dict[str, Any]:
         raise ValueError(f"run record {path} is not valid JSON: {error}") from error
 
 
-def load_record(config: Mapping[str, Any], root: Optional[PathLike] = None) -> Optional[Dict[str, Any]]:
+def load_record(config: Mapping[str, Any], root: Optional[PathLike] = None) -> Optional[RunRecord]:
     """The record of the run with exactly this configuration, or ``None`` if there is none yet."""
     path = run_dir(config, root) / RECORD_NAME
     return read_record(path) if path.is_file() else None
 
 
-def list_records(root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+def list_records(root: Optional[PathLike] = None) -> List[RunRecord]:
     """Every record under ``root``, sorted by folder name."""
     root = Path(root if root is not None else RUNS_ROOT)
     if not root.is_dir():

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import fmd.checkpoints as checkpoints_module
 import fmd.train as train_module
-from fmd import bench, data, reproduce, runs
+from fmd import bench, data, datasets, reproduce, runs
 from fmd.conv import FMDConv2d
 from fmd.train import checkpoint_path, load_checkpoint, load_trained, main, train, train_all
 
@@ -153,13 +154,13 @@ def test_training_cli_refuses_bad_values_in_one_line(tmp_path, capsys, args, mes
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_module, "get_datasets", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(data, "get_datasets", lambda *a, **k: pytest.fail("data loaded"))
     assert main(["--recipe", "smoke", "--runs-root", str(tmp_path), "--device", "cuda"]) == 2
     assert "CUDA is not available" in one_error_line(capsys)
 
 
 def test_an_unwritable_runs_root_is_found_before_the_first_step(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_module, "get_datasets", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(data, "get_datasets", lambda *a, **k: pytest.fail("data loaded"))
     root = unwritable_folder(tmp_path)
     assert main(["--recipe", "smoke", "--runs-root", str(root), "--quiet"]) == 1
     line = one_error_line(capsys)
@@ -236,7 +237,7 @@ def test_a_truncated_gz_names_the_file(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(bytes(4 + 12 + 28 * 28 * 10))[:-20])
     with pytest.raises(ValueError, match=f"{path} is truncated or corrupt .*delete it"):
-        data.read_idx(path)
+        datasets.read_idx(path)
 
 
 def test_an_offline_download_is_one_clear_error(tmp_path, monkeypatch):
@@ -249,7 +250,7 @@ def test_an_offline_download_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(FileNotFoundError, match="could not download fashion_mnist into .*internet"):
-        data.load_fashion_mnist(tmp_path, dirs=[tmp_path / "nowhere"], download=True)
+        datasets.load_fashion_mnist(tmp_path, dirs=[tmp_path / "nowhere"], download=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
     config = tiny(epochs=3)
     straight = quiet(config, tmp_path / "straight")
     writes = []
-    real = train_module.atomic_write_bytes
+    real = checkpoints_module.atomic_write_bytes
 
     def fill_up(path, payload):
         writes.append(Path(path).name)
@@ -268,7 +269,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, payload)
 
-    monkeypatch.setattr(train_module, "atomic_write_bytes", fill_up)
+    monkeypatch.setattr(checkpoints_module, "atomic_write_bytes", fill_up)
     args = ["--recipe", "smoke", "--runs-root", str(tmp_path), "--quiet", *flags(config)]
     assert main(args) == 1
     line = one_error_line(capsys)
@@ -276,7 +277,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_run_resumes(tmp_path, cap
     path = checkpoint_path(config, tmp_path)
     assert load_checkpoint(path, config)["epoch"] == 1
     assert not [p for p in path.parent.iterdir() if p.name != "last.pt"]  # no temporary file left
-    monkeypatch.setattr(train_module, "atomic_write_bytes", real)
+    monkeypatch.setattr(checkpoints_module, "atomic_write_bytes", real)
     assert main(args + ["--resume"]) == 0
     assert runs.load_record(config.identity(), tmp_path)["final"] == straight["final"]
 

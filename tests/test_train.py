@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+import fmd.loop as loop_module
 import fmd.train as train_module
 from fmd import runs
 from fmd.profiles import get_profile
@@ -93,14 +94,14 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = tiny()
-    real_loss, calls = train_module._loss, []
+    real_loss, calls = loop_module.training_loss, []
 
-    def loss_that_breaks_in_epoch_2(logits, targets):
+    def loss_that_breaks_in_epoch_2(logits, targets, label_smoothing):
         calls.append(1)
-        loss = real_loss(logits, targets)
+        loss = real_loss(logits, targets, label_smoothing)
         return loss * float("nan") if len(calls) > 8 + 2 else loss  # 8 iterations per epoch
 
-    monkeypatch.setattr(train_module, "_loss", loss_that_breaks_in_epoch_2)
+    monkeypatch.setattr(loop_module, "training_loss", loss_that_breaks_in_epoch_2)
     with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 2, iteration 3/8"):
         quiet(config, tmp_path)
     ckpt = checkpoint_path(config, tmp_path)
@@ -108,7 +109,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert runs.load_record(config.identity(), tmp_path) is None
 
     # The kept checkpoint is good: the run finishes from it and matches an uninterrupted run.
-    monkeypatch.setattr(train_module, "_loss", real_loss)
+    monkeypatch.setattr(loop_module, "training_loss", real_loss)
     resumed = quiet(config, tmp_path, resume=True)
     assert metrics(resumed) == metrics(quiet(config, tmp_path / "straight"))
 
@@ -373,3 +374,18 @@ def test_label_smoothing_enters_the_key_only_when_set_and_is_checked():
     assert plain.key() == make_config("quick", label_smoothing=0).key() != smoothed.key()
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
         make_config("quick", label_smoothing=1.0)
+
+
+def test_every_committed_record_fits_the_typed_run_record():
+    import typing
+
+    optional = {"kernel_entropy", "loader_workers", "precision", "distributed"}
+    required = set(typing.get_type_hints(runs.RunRecord)) - optional
+    rows = set(typing.get_type_hints(runs.HistoryRow))
+    final = set(typing.get_type_hints(runs.FinalMetrics))
+    records = runs.list_records()
+    assert records
+    for record in records:
+        assert required <= set(record) <= required | optional, record["name"]
+        assert set(record["final"]) == final
+        assert all(set(row) == rows for row in record["history"]), record["name"]
