@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .conv import FMD_ATTENTIONS
-from .data import get_datasets, make_transforms
+from .data import config_loaders
 from .train import TrainConfig, checkpoint_path, load_trained, save_weights, weights_path
 
 PathLike = Union[str, Path]
@@ -75,28 +75,27 @@ def pick_images(config: TrainConfig, count: int, *, seed: int = 0,
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")
-    _, test = get_datasets(config.dataset, data_root, test_subset=config.test_subset,
-                           channels=config.channels, seed=config.data_seed)
+    _, test, _, loader = config_loaders(config, data_root)
     if count > len(test):
         raise ValueError(f"count must be at most {len(test)} (the test images), got {count}")
+    targets = test.targets  # once: an image folder's is built from its file list
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed)).tolist()
     chosen: List[int] = []
     while len(chosen) < count:
         used = set()  # classes taken in this pass over the test set
         for i in order:
-            label = int(test.targets[i])
+            label = int(targets[i])
             if i not in chosen and label not in used:
                 chosen.append(i)
                 used.add(label)
                 if len(chosen) == count:
                     break
-    chosen.sort(key=lambda i: (int(test.targets[i]), i))
-    _, test_transform = make_transforms(config.transform, test.mean, test.std)
-    x = test_transform(test.images[chosen])
+    chosen.sort(key=lambda i: (int(targets[i]), i))
+    x = loader.images(chosen)
     mean = torch.tensor(test.mean).reshape(1, -1, 1, 1)
     std = torch.tensor(test.std).reshape(1, -1, 1, 1)
     display = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    return ImageBatch(x, display, test.targets[chosen], test.classes, chosen,
+    return ImageBatch(x, display, targets[chosen], test.classes, chosen,
                       f"{config.dataset} test split ({count} images)")
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmd import data
-from fmd.data import (BatchLoader, CifarTrain, ImageNetTest, ImageNetTrain, get_datasets,
-                      load_fashion_mnist, make_loaders, make_synthetic, read_idx)
+from fmd import datasets
+from fmd.data import BatchLoader, make_loaders
+from fmd.datasets import get_datasets, load_fashion_mnist, make_synthetic, read_idx
+from fmd.transforms import CifarTrain, ImageNetTest, ImageNetTrain
 
 
 def write_idx(path, array, compress=False):
@@ -79,7 +80,7 @@ def test_truncated_idx_file_is_refused(tmp_path):
 
 
 def _real_fashion_mnist_available():
-    return data._find_fashion_mnist(data.fashion_mnist_dirs(data.DATA_ROOT)) is not None
+    return datasets._find_fashion_mnist(datasets.fashion_mnist_dirs(datasets.DATA_ROOT)) is not None
 
 
 @pytest.mark.skipif(not _real_fashion_mnist_available(),
@@ -211,7 +212,7 @@ def test_image_folder_tree_of_jpegs_loads_through_torchvision(tmp_path, monkeypa
     tree = write_jpeg_tree(tmp_path / "tree")
     train, test = get_datasets("imagenet", tree)
     assert (len(train), len(test), train.classes, train.num_classes) == (18, 6, ("cat", "dog", "fish"), 3)
-    assert train.channels == 3 and train.mean == data.STATS["imagenet"][0]
+    assert train.channels == 3 and train.mean == datasets.STATS["imagenet"][0]
     sub = train.subset(5, seed=1)
     assert len(sub) == 5 and len(set(sub.indices.tolist())) == 5
     with pytest.raises(ValueError, match=r"subset size must be an integer in \[1, 18\]"):
@@ -228,7 +229,7 @@ def test_image_folder_tree_of_jpegs_loads_through_torchvision(tmp_path, monkeypa
     import torchvision.transforms.v2 as v2
     first = v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224)])(
         Image.open(test.folder.samples[0][0]).convert("RGB"))
-    mean, std = (torch.tensor(v).reshape(3, 1, 1) for v in data.STATS["imagenet"])
+    mean, std = (torch.tensor(v).reshape(3, 1, 1) for v in datasets.STATS["imagenet"])
     x, _ = next(iter(test_loader))
     torch.testing.assert_close(x[0], (first.float() / 255 - mean) / std)
     # The tree from the environment variable, or <root>/imagenet.
@@ -267,4 +268,17 @@ def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
     raw.mkdir(parents=True)
     fake_fashion_mnist(raw, n_train=7)
     monkeypatch.setenv("FMD_DATA_ROOT", str(tmp_path))
-    assert data.default_root() == tmp_path and len(get_datasets("fashion_mnist")[0]) == 7
+    assert datasets.default_root() == tmp_path and len(get_datasets("fashion_mnist")[0]) == 7
+
+
+def test_grad_cam_picks_images_from_an_image_folder_as_from_a_tensor_set(tmp_path):
+    # One "config → loaders" function serves training and Grad-CAM: a folder works as a tensor set does.
+    from fmd.gradcam import pick_images
+    from fmd.train import make_config
+
+    write_jpeg_tree(tmp_path, per_class=(4, 2), sizes=((300, 260),))
+    config = make_config("paper", dataset="imagenet")
+    batch = pick_images(config, 3, data_root=tmp_path)
+    assert batch.x.shape == (3, 3, 224, 224) and batch.names == ["cat", "dog", "fish"]
+    synthetic = pick_images(make_config("smoke"), 4)
+    assert synthetic.x.shape[1:] == (3, 32, 32) and len(set(synthetic.names)) == 4

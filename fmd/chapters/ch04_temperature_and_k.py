@@ -15,11 +15,11 @@ from torch import Tensor
 
 from .. import runs
 from . import span, top1
-from ..data import get_datasets, make_loaders
+from ..data import config_loaders, make_loaders
 from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
-from ..train import (ENTROPY_IMAGES, TrainConfig, build_model, evaluate, first_images, load_trained,
-                     measure_kernel_entropy)
+from ..record import ENTROPY_IMAGES, first_images
+from ..train import TrainConfig, build_model, evaluate, load_trained, measure_kernel_entropy
 from .ch05_attention_ablation import measure_latencies
 
 Record = Dict[str, Any]
@@ -177,13 +177,11 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
 def eval_loader(config: TrainConfig, split: str = "test"):
     """A deterministic loader over the config's ``split`` ("train" or "test") images, with the
     run's test transform (no augmentation): what evaluation and the attention statistics see."""
-    train_set, test_set = get_datasets(config.dataset, train_subset=config.train_subset,
-                                       test_subset=config.test_subset, channels=config.channels,
-                                       seed=config.data_seed)
-    images = {"train": train_set, "test": test_set}[split]
-    _, loader = make_loaders(train_set, images, config.batch_size, transform=config.transform,
-                             eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
-                             device="cpu", seed=config.seed)
+    train_set, test_set, _, loader = config_loaders(config)
+    if split == "train":  # the training images through the test transform
+        _, loader = make_loaders(train_set, train_set, config.batch_size, transform=config.transform,
+                                 eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
+                                 seed=config.seed)
     return loader
 
 
