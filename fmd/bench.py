@@ -13,7 +13,7 @@ with the backend, the machine, threads, torch version and commit.
 
 ``python -m fmd.bench --breakdown`` splits batch-1 CPU inference time, in one process, into the
 kernel mix, the attention branches and the rest, beside the floor of one read of every kernel bank
-(``figures/breakdown_cpu.{csv,md,json}``).
+(:mod:`fmd.breakdown`; ``figures/breakdown_cpu.{csv,md,json}``).
 """
 from __future__ import annotations
 
@@ -25,18 +25,17 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import cli, tables
-from .complexity import (inference_step, interleaved_times, round_medians, summarize_times, sync_for,
+from .complexity import (inference_step, summarize_times, sync_for,
                          time_runs, train_step)
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
-from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy,
-                     mix_kernels_reusing)
+from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy)
 from .models import ResNet
+from .precision import AMP_DTYPES
 from .provenance import REPO_ROOT, machine_info
 CONVS = tuple(CONV_SPECS)
 
@@ -102,7 +101,7 @@ def _peak_rss_mb() -> float:
 
 
 BACKENDS = ("eager", "compile", "onnxruntime")
-AMP_DTYPES = {"bf16": torch.bfloat16}
+BENCH_AMP = ("bf16",)  # the autocast dtypes timed (fmd.precision.AMP_DTYPES); fp16 needs a GradScaler
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,8 @@ class Setting:
         """A clear error for a combination that cannot run."""
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.amp is not None and self.amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
+        if self.amp is not None and self.amp not in BENCH_AMP:
+            raise ValueError(f"amp must be one of {BENCH_AMP}, got {self.amp!r}")
         if self.backend == "onnxruntime":
             training = [c for c in cases if CASES[c].mode != "infer"]
             if training or self.amp or self.device != "cpu":
@@ -297,7 +296,7 @@ def _measure_session(case: Case, variants: List[Variant], setting: Setting, repe
             worker.close()
 
 
-def _check_counts(**counts: Optional[int]) -> None:
+def check_counts(**counts: Optional[int]) -> None:
     """Raise for a count below 1 (None is allowed: it means the default)."""
     for name, value in counts.items():
         if value is not None and value < 1:
@@ -315,98 +314,6 @@ def _dynamic_layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> List[tuple
         for hook in hooks:
             hook.remove()
     return seen
-
-
-def _attend_all(seen: List[tuple]) -> None:
-    for layer, inp in seen:
-        layer.attend(inp)
-
-
-def _mix_all(mixes: List[tuple]) -> None:
-    for weight, att in mixes:
-        mix_kernels_reusing(weight, att.kernel, att.spatial)
-
-
-def _read_all(weights: List[torch.Tensor]) -> None:
-    for weight in weights:
-        weight.sum()
-
-
-def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: int = 3,
-                     threads: Optional[int] = None) -> List[Dict[str, object]]:
-    """Where the time of a batch-1 CPU forward goes, per dynamic conv, against the static network.
-
-    In one process, in interleaved rounds (median of round medians), times the static network, the
-    dynamic one, and two pieces of the dynamic one run on their own over every dynamic layer in
-    order, on the inputs each layer saw in a forward: its attention branches (``attend``) and its
-    kernel mix (:func:`fmd.engine.mix_kernels_reusing`, as the batch-1 path computes it). What remains is the
-    rest of the engine (gates, biases, reshapes) and any difference in the convolutions. A read of
-    every bank (a sum) gives the floor set by memory: no exact mix reads fewer bytes.
-    """
-    case = CASES[name]
-    if case.mode != "infer" or case.batch != 1:
-        raise ValueError(f"the breakdown is for batch-1 inference cases, got {name!r}; choose from "
-                         f"{sorted(n for n, c in CASES.items() if c.mode == 'infer' and c.batch == 1)}")
-    bad = [c for c in convs if c not in CONVS[1:]]
-    if bad:
-        raise ValueError(f"unknown dynamic conv(s) {bad}; choose from {CONVS[1:]}")
-    _check_counts(rounds=rounds, repeats=repeats, threads=threads)
-    threads = threads or torch.get_num_threads()
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, case.size, case.size)
-    build = lambda conv: ResNet(case.depth, conv, case.num_classes, case.stem,  # noqa: E731
-                                case.width).eval()
-    parts: Dict[tuple, Callable[[], object]] = {("static", "network"): partial(build("static"), x)}
-    bank_mb: Dict[str, float] = {}
-    with torch.inference_mode():
-        for conv in convs:
-            model = build(conv)
-            seen = _dynamic_layer_inputs(model, x)
-            mixes = [(layer.weight, layer.attend(inp)) for layer, inp in seen]
-            bank_mb[conv] = sum(w.numel() * w.element_size() for w, _ in mixes) / 1e6
-            parts[conv, "network"] = partial(model, x)
-            parts[conv, "attention"] = partial(_attend_all, seen)
-            parts[conv, "mix"] = partial(_mix_all, mixes)
-            parts[conv, "bank read"] = partial(_read_all, [w for w, _ in mixes])
-        medians = round_medians(interleaved_times(parts, rounds=rounds, repeats=repeats, warmup=2,
-                                                  threads=threads))
-    ms = {key: 1e3 * statistics.median(values) for key, values in medians.items()}
-    static = ms["static", "network"]
-    info = machine_info("cpu", threads)
-    rows = []
-    for conv in convs:
-        t = {part: ms[conv, part] for part in ("network", "mix", "attention", "bank read")}
-        rows.append({"name": name, "conv": conv, "static_ms": static, "dynamic_ms": t["network"],
-                     "time_ratio": t["network"] / static, "mix_x": t["mix"] / static,
-                     "attention_x": t["attention"] / static,
-                     "rest_x": (t["network"] - static - t["mix"] - t["attention"]) / static,
-                     "bank_mb": bank_mb[conv], "mix_ms": t["mix"], "read_ms": t["bank read"],
-                     "mix_gb_s": bank_mb[conv] / t["mix"], "read_gb_s": bank_mb[conv] / t["bank read"],
-                     "floor_ratio": 1 + t["bank read"] / static, "rounds": rounds, **info})
-    return rows
-
-
-BREAKDOWN_COLUMNS = ["name", "conv", "static_ms", "dynamic_ms", "time_ratio", "mix_x", "attention_x",
-                     "rest_x", "bank_mb", "mix_gb_s", "read_gb_s", "floor_ratio"]
-
-
-def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
-                  threads: Optional[int] = None, out_dir: Optional[Path] = None,
-                  tag: str = "") -> List[Dict[str, object]]:
-    """:func:`batch1_breakdown` for each case; print and write ``breakdown_cpu<tag>.*``."""
-    rows: List[Dict[str, object]] = []
-    for name in cases:
-        found = batch1_breakdown(name, convs, rounds=rounds, threads=threads)
-        print(f"{name}: static {found[0]['static_ms']:.1f} ms", flush=True)
-        for r in found:
-            print(f"  {r['conv']:9s} ×{r['time_ratio']:.2f} = 1 + mix {r['mix_x']:.2f} + attention "
-                  f"{r['attention_x']:.2f} + rest {r['rest_x']:.2f}; bank {r['bank_mb']:.0f} MB, "
-                  f"floor ×{r['floor_ratio']:.2f}", flush=True)
-        rows += found
-    write_table(rows, out_dir or REPO_ROOT / "figures", f"breakdown_cpu{tag}", BREAKDOWN_COLUMNS,
-                "Batch-1 inference, where the time goes: dynamic / static = 1 + mix + attention + "
-                "rest (each × the static forward; median of interleaved rounds in one process)")
-    return rows
 
 
 def run(cases: List[str], convs: List[str], strategy: Union[str, Sequence[str]] = "auto",
@@ -430,7 +337,7 @@ def run(cases: List[str], convs: List[str], strategy: Union[str, Sequence[str]] 
         check_strategy(name)
     if device.startswith("cuda") and strategies == ["auto"]:
         strategies.append("grouped")
-    _check_counts(repeats=repeats, threads=threads, sessions=sessions)
+    check_counts(repeats=repeats, threads=threads, sessions=sessions)
     threads = threads or torch.get_num_threads()
     setting = Setting(device, threads, backend, amp, dynamic_batch)
     setting.check(cases)
@@ -496,7 +403,7 @@ def _main(argv: List[str]) -> int:
     parser.add_argument("--backend", default="eager", choices=BACKENDS,
                         help="eager PyTorch, torch.compile, or ONNX Runtime (CPU inference, the graph "
                              "exported at the case's batch)")
-    parser.add_argument("--amp", default=None, choices=tuple(AMP_DTYPES),
+    parser.add_argument("--amp", default=None, choices=BENCH_AMP,
                         help="time under torch.autocast to this dtype (default: fp32)")
     parser.add_argument("--dynamic-batch", action="store_true",
                         help="compile or export with a symbolic batch (default: the case's batch)")
@@ -521,6 +428,8 @@ def _main(argv: List[str]) -> int:
                 or args.amp or args.dynamic_batch):
             parser.error("--breakdown measures eager PyTorch on the CPU, fp32, with the automatic strategy")
         convs = [c for c in args.convs if c != "static"]
+        from .breakdown import run_breakdown
+
         run_breakdown(args.cases or list(BREAKDOWN_CASES), convs, args.rounds, args.threads,
                       args.out, args.tag)
         return 0

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from fmd import bench
+from fmd import bench, breakdown
 from fmd.conv import DynamicConv2dBase, FMDConv2d, ODConv2d, make_conv
 from fmd.engine import choose_strategy
 from fmd.models import ResNet, resnet18
@@ -150,7 +150,7 @@ def test_benchmark_writes_a_table_with_ratios_against_static(tmp_path):
 
 
 def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
-    rows = bench.run_breakdown(["r18w16-cifar-b1-infer"], ["odconv", "fmdconv"], rounds=1,
+    rows = breakdown.run_breakdown(["r18w16-cifar-b1-infer"], ["odconv", "fmdconv"], rounds=1,
                                threads=1, out_dir=tmp_path)
     assert [r["conv"] for r in rows] == ["odconv", "fmdconv"]
     case = bench.CASES["r18w16-cifar-b1-infer"]
@@ -169,9 +169,9 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
     stamp = read_stamp(tmp_path / "breakdown_cpu.md")
     assert stamp["from"] == "fmd.bench --breakdown: cpu, 1 threads" and stamp["commit"] != "?"
     with pytest.raises(ValueError, match="batch-1 inference cases"):
-        bench.batch1_breakdown("r18-cifar-b128-train", ["fmdconv"])
+        breakdown.batch1_breakdown("r18-cifar-b128-train", ["fmdconv"])
     with pytest.raises(ValueError, match="unknown dynamic conv"):
-        bench.batch1_breakdown("r18w16-cifar-b1-infer", ["static"])
+        breakdown.batch1_breakdown("r18w16-cifar-b1-infer", ["static"])
 
 
 def test_odconv_refuses_parallel_but_computes_with_unfold():
