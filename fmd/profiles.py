@@ -35,23 +35,28 @@ class Profile:
     seeds_by_depth: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # chapter 3, if not `seeds`
     bench_cases: Tuple[str, ...] = ()  # fmd.bench cases timed by chapter 7
     bench_repeats: int = 5
+    backend_convs: Tuple[str, ...] = ("fmdconv", "odconv")  # timed on every backend by chapter 7
     gradcam_images: int = 8
     download: bool = False  # whether training may download a missing dataset
     scale: Dict[str, Any] = field(default_factory=dict)  # overrides of every run (FMD_TINY)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", "smoke", ("synthetic",), {"epochs": 1}, {}, (0, 1), {},
-                     ("r18w16-cifar-b1-infer",), 2, 4),
+    "smoke": Profile(name="smoke", recipe="smoke", datasets=("synthetic",), ablation={"epochs": 1},
+                     seeds=(0, 1), bench_cases=("r18w16-cifar-b1-infer",), bench_repeats=2,
+                     backend_convs=("fmdconv",), gradcam_images=4),
     # quick: every comparison at one scale (12,000 images, 3 epochs: about a minute a run), so
     # that three seeds of chapters 3 and 5 and four backbones fit a from-scratch reproduce.
     # Chapter 3's ResNet-50s: one seed (each costs three ResNet-18s here).
-    "quick": Profile("quick", "quick", ("fashion_mnist",),
-                     {"train_subset": 12000, "epochs": 3}, {"train_subset": 12000, "epochs": 3},
-                     (0, 1, 2), {50: (0,)}, ("r18-224-b1-infer", "r18w16-cifar-b32-train"), 5, 8),
-    "paper": Profile("paper", "cifar", ("cifar10", "cifar100"), {}, {}, (0, 1, 2), {},
-                     ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer",
-                      "r50-cifar-b32-train"), 20, 8, download=True),
+    "quick": Profile(name="quick", recipe="quick", datasets=("fashion_mnist",),
+                     ablation={"train_subset": 12000, "epochs": 3}, main={"train_subset": 12000, "epochs": 3},
+                     seeds=(0, 1, 2), seeds_by_depth={50: (0,)},
+                     bench_cases=("r18-224-b1-infer", "r18w16-cifar-b32-train"), bench_repeats=5,
+                     gradcam_images=8),
+    "paper": Profile(name="paper", recipe="cifar", datasets=("cifar10", "cifar100"), seeds=(0, 1, 2),
+                     bench_cases=("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer",
+                                  "r50-cifar-b32-train"), bench_repeats=20, gradcam_images=8,
+                     download=True),
 }
 
 
@@ -74,11 +79,13 @@ def get_profile(name: str) -> Profile:
         raise ValueError(f"unknown profile {name!r}; choose one of {PROFILE_NAMES}")
     profile = PROFILES[name]
     if tiny():
-        # Timing: chapter 7's cells as they are, on the smoke profile's benchmark case, once.
+        # Timing: chapter 7's cells as they are, on the smoke profile's benchmark case, once, and one
+        # dynamic network per backend (each torch.compile build costs half a minute on two cores).
         profile = replace(profile, ablation={**profile.ablation, **TINY_RUNS}, scale=dict(TINY_RUNS),
                           seeds=profile.seeds[:1],
                           seeds_by_depth={d: s[:1] for d, s in profile.seeds_by_depth.items()},
-                          bench_cases=PROFILES["smoke"].bench_cases, bench_repeats=1)
+                          bench_cases=PROFILES["smoke"].bench_cases, bench_repeats=1,
+                          backend_convs=PROFILES["smoke"].backend_convs)
     return profile
 
 

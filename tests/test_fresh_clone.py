@@ -10,8 +10,10 @@ from fmd import runs
 from fmd.chapters import ch04_temperature_and_k as ch04
 from fmd.metrics import kernel_entropies
 from fmd.reproduce import ProgressLines
-from fmd.train import (ENTROPY_IMAGES, WEIGHTS_NAME, CheckpointError, checkpoint_path, load_trained,
-                       make_config, save_weights, train, train_all, weights_path)
+from fmd.checkpoints import WEIGHTS_NAME
+from fmd.record import ENTROPY_IMAGES
+from fmd.train import (CheckpointError, checkpoint_path, load_trained, make_config, save_weights, train,
+                       train_all, weights_path)
 
 
 def tiny(**overrides):

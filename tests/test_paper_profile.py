@@ -96,7 +96,7 @@ def fixtures(tmp_path_factory):
 def test_torchvision_parses_the_cifar_fixtures(fixtures, monkeypatch):
     import torchvision.datasets as d
 
-    from fmd.data import load_cifar
+    from fmd.datasets import load_cifar
 
     for cls in (d.CIFAR10, d.CIFAR100):  # what NO_MD5 does in the other processes
         monkeypatch.setattr(cls, "train_list", [[name, None] for name, _ in cls.train_list])
