@@ -31,9 +31,9 @@ reproduce: setup
 
 test: setup
 	$(VENV)/bin/ruff check fmd tests
-	# -n 1: the tests run in a pytest-xdist worker, so a native crash (inductor, ONNX Runtime) fails the
-	# test that was running, with its signal, and a fresh worker runs the rest
-	FMD_PROFILE=smoke $(PY) -m pytest -q -n 1 --durations=15 tests
+	# The tests run in two pytest-xdist workers (a file's tests in one), so a native crash (inductor,
+	# ONNX Runtime) fails the test that was running, with its signal, and a fresh worker runs the rest
+	FMD_PROFILE=smoke $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		FMD_PROFILE=smoke $(PY) -m pytest -q --durations=8 --nbval-lax --nbval-current-env notebooks \
 			--ignore-glob='*.running.ipynb' --ignore-glob='*.failed.ipynb'; \

@@ -1,4 +1,4 @@
-"""`make test` runs the suite in a pytest-xdist worker (`-n 1`): a native crash (inductor's generated
+"""`make test` runs the suite in pytest-xdist workers (`-n 2`): a native crash (inductor's generated
 C++, ONNX Runtime, a heap that glibc finds corrupted) fails the test that was running, with the
 signal in its report, and a fresh worker runs the rest of the suite."""
 
