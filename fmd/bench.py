@@ -30,13 +30,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import cli, tables
-from .complexity import (inference_step, summarize_times, sync_for,
-                         time_runs, train_step)
 from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
 from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy)
 from .models import ResNet
-from .precision import AMP_DTYPES
 from .provenance import REPO_ROOT, machine_info
+from .timing import inference_step, summarize_times, sync_for, time_runs, timed_rounds, train_step
 CONVS = tuple(CONV_SPECS)
 
 
@@ -147,7 +145,7 @@ def _relative_difference(found: torch.Tensor, expected: torch.Tensor) -> float:
 def _backend_step(model: torch.nn.Module, case: Case, setting: Setting, x: torch.Tensor
                   ) -> Callable[[], object]:
     """The step to time on ``setting``'s backend: a forward of ``x`` (inference) or an SGD step."""
-    autocast = AMP_DTYPES.get(setting.amp) if setting.amp else None
+    amp = setting.amp or "none"
     if setting.backend == "onnxruntime":
         from .export import export_onnx, session
 
@@ -161,8 +159,8 @@ def _backend_step(model: torch.nn.Module, case: Case, setting: Setting, x: torch
             torch._dynamo.mark_dynamic(x, 0)
         model = torch.compile(model)
     if case.mode == "infer":
-        return inference_step(model, x.shape, x, autocast)
-    return train_step(model, x.shape, case.num_classes, autocast)
+        return inference_step(model, x.shape, x, amp)
+    return train_step(model, x.shape, case.num_classes, amp)
 
 
 def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
@@ -280,15 +278,10 @@ def _measure_session(case: Case, variants: List[Variant], setting: Setting, repe
         for worker in workers.values():
             worker.answer()  # built and warmed up
         rounds = max(1, min(rounds, repeats))
-        per_round = -(-repeats // rounds)
-        medians: Dict[Variant, List[float]] = {v: [] for v in variants}
-        times: Dict[Variant, List[float]] = {v: [] for v in variants}
-        for _ in range(rounds):
-            for variant, worker in workers.items():
-                round_times = worker.answer(f"time {per_round}")["times"]
-                medians[variant].append(statistics.median(round_times))
-                times[variant].extend(round_times)
-        return {variant: {"median_s": statistics.median(medians[variant]), "times": times[variant],
+        timers = {variant: (lambda n, w=worker: w.answer(f"time {n}")["times"])
+                  for variant, worker in workers.items()}
+        times = timed_rounds(timers, rounds=rounds, repeats=-(-repeats // rounds))
+        return {variant: {"median_s": times[variant].median, "times": times[variant].times,
                           "rounds": rounds, **worker.answer("finish")}
                 for variant, worker in workers.items()}
     finally:

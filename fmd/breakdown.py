@@ -3,7 +3,6 @@ attention branches and the rest of each dynamic network, against the static one,
 that one read of every kernel bank sets."""
 from __future__ import annotations
 
-import statistics
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -11,7 +10,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .bench import CASES, CONVS, _dynamic_layer_inputs, check_counts, write_table
-from .complexity import interleaved_times, round_medians
+from .timing import interleaved_times
 from .engine import mix_kernels_reusing
 from .models import ResNet
 from .provenance import REPO_ROOT, machine_info
@@ -68,9 +67,8 @@ def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: 
             parts[conv, "attention"] = partial(_attend_all, seen)
             parts[conv, "mix"] = partial(_mix_all, mixes)
             parts[conv, "bank read"] = partial(_read_all, [w for w, _ in mixes])
-        medians = round_medians(interleaved_times(parts, rounds=rounds, repeats=repeats, warmup=2,
-                                                  threads=threads))
-    ms = {key: 1e3 * statistics.median(values) for key, values in medians.items()}
+        times = interleaved_times(parts, rounds=rounds, repeats=repeats, warmup=2, threads=threads)
+    ms = {key: 1e3 * t.median for key, t in times.items()}
     static = ms["static", "network"]
     info = machine_info("cpu", threads)
     rows = []

@@ -1,4 +1,4 @@
-"""Parameters, MACs and wall-clock speed.
+"""Parameters and MACs (wall-clock speed: :mod:`fmd.timing`).
 
 MAC convention (per image, batch 1, at a stated input size): multiply-accumulates of convolutions
 and matrix products only. Elementwise work (BatchNorm, ReLU, pooling, sigmoid/softmax, scaling a map
@@ -16,10 +16,7 @@ against PyTorch's own counter.
 """
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,9 +24,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .conv import DynamicConv2dBase
 from .models import Bottleneck, ResNet
-
-K = TypeVar("K", bound=Hashable)
-
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (buffers such as temperatures and BN statistics excluded)."""
@@ -158,125 +152,3 @@ def flop_counter_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         m(_example(model, input_size))
     return counter.get_total_flops() // 2
-
-
-def time_runs(fn: Callable[[], object], repeats: int,
-              synchronize: Optional[Callable[[], None]] = None) -> List[float]:
-    """Seconds taken by each of ``repeats`` runs of ``fn`` (``synchronize`` after each if given)."""
-    sync = synchronize or (lambda: None)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def summarize_times(times: Sequence[float]) -> Dict[str, float]:
-    """Median, 10th and 90th percentile of run times (seconds), and how many there were."""
-    ordered = sorted(times)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"median": statistics.median(ordered), "p10": pick(0.1), "p90": pick(0.9),
-            "repeats": len(ordered)}
-
-
-def interleaved_times(fns: Mapping[K, Callable[[], object]], *, rounds: int = 1, repeats: int = 20,
-                      warmup: int = 3, threads: Optional[int] = None, rotate: bool = False,
-                      synchronize: Optional[Callable[[], None]] = None) -> Dict[K, List[List[float]]]:
-    """Seconds of each run of each function: ``rounds`` rounds, each of ``repeats`` runs of every one.
-
-    Each function first runs ``warmup`` times untimed. The rounds interleave the functions (in a
-    rotated order each round with ``rotate``), so a change of load on the machine hits every one
-    alike; returns, per function, one list of ``repeats`` times per round. ``threads`` sets torch's
-    threads for the measurement; the previous setting is restored afterwards.
-    """
-    if warmup < 0 or repeats < 1 or rounds < 1:
-        raise ValueError(f"need warmup >= 0, repeats >= 1 and rounds >= 1, got {warmup}, {repeats}, "
-                         f"{rounds}")
-    names = list(fns)
-    times: Dict[K, List[List[float]]] = {n: [] for n in names}
-    previous = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for name in names:
-            time_runs(fns[name], warmup, synchronize)
-        for r in range(rounds):
-            shift = r % len(names) if rotate and names else 0
-            for name in names[shift:] + names[:shift]:
-                times[name].append(time_runs(fns[name], repeats, synchronize))
-    finally:
-        torch.set_num_threads(previous)
-    return times
-
-
-def round_medians(times: Mapping[K, Sequence[Sequence[float]]]) -> Dict[K, List[float]]:
-    """The median of each round of :func:`interleaved_times`, per function."""
-    return {name: [statistics.median(r) for r in rounds] for name, rounds in times.items()}
-
-
-def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,
-                threads: Optional[int] = None,
-                synchronize: Optional[Callable[[], None]] = None) -> Dict[str, float]:
-    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs; seconds: median, p10, p90."""
-    times = interleaved_times({0: fn}, warmup=warmup, repeats=repeats, threads=threads,
-                              synchronize=synchronize)
-    return summarize_times(times[0][0])
-
-
-def sync_for(device: torch.device) -> Optional[Callable[[], None]]:
-    """What waits for the device's queued work before a clock is read (None on the CPU)."""
-    return torch.cuda.synchronize if device.type == "cuda" else None
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    """torch.autocast to ``dtype`` on ``device``, or nothing (None)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def inference_step(model: nn.Module, input_size: Sequence[int], x: Optional[Tensor] = None,
-                   autocast: Optional[torch.dtype] = None) -> Callable[[], Tensor]:
-    """One eval-mode forward of ``x`` (default: a random batch of ``input_size``), as a function
-    to time that returns the output; under autocast to ``autocast`` where given."""
-    p = next(model.parameters())
-    x = torch.randn(*input_size, dtype=p.dtype, device=p.device) if x is None else x
-    model.eval()
-
-    def step() -> Tensor:
-        with torch.inference_mode(), _autocast(p.device, autocast):
-            return model(x)
-
-    return step
-
-
-def train_step(model: nn.Module, input_size: Sequence[int], num_classes: int,
-               autocast: Optional[torch.dtype] = None) -> Callable[[], Tensor]:
-    """One SGD training step (forward, cross-entropy, backward, update) on a random batch, the
-    forward under autocast to ``autocast`` where given; the function returns the loss."""
-    p = next(model.parameters())
-    x = torch.randn(*input_size, dtype=p.dtype, device=p.device)
-    y = torch.randint(0, num_classes, (input_size[0],), device=p.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
-
-    def step() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(p.device, autocast):
-            loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
-
-
-def measure_latency(model: nn.Module, input_size: Sequence[int], *, warmup: int = 3,
-                    repeats: int = 20, threads: Optional[int] = None) -> Dict[str, float]:
-    """Inference time of one batch of ``input_size`` in eval mode (seconds, median of repeats)."""
-    result = median_time(inference_step(model, input_size), warmup=warmup, repeats=repeats,
-                         threads=threads, synchronize=sync_for(next(model.parameters()).device))
-    result["images_per_s"] = input_size[0] / result["median"]
-    return result

@@ -123,18 +123,28 @@ def test_bad_backbone_arguments_are_named():
 
 
 def test_interleaved_times_rounds_rotation_and_threads_restored():
-    from fmd.complexity import interleaved_times, round_medians
+    from fmd.timing import interleaved_times
 
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     before = torch.get_num_threads()
     times = interleaved_times(fns, rounds=3, repeats=2, warmup=1, threads=1, rotate=True)
     assert torch.get_num_threads() == before
-    assert {n: [len(r) for r in rounds] for n, rounds in times.items()} == {n: [2, 2, 2] for n in "abc"}
+    assert {n: [len(r) for r in t.rounds] for n, t in times.items()} == {n: [2, 2, 2] for n in "abc"}
     assert "".join(calls) == "abc" + "aabbcc" + "bbccaa" + "ccaabb"  # warm-up, then rotated rounds
-    assert all(len(v) == 3 and min(v) >= 0 for v in round_medians(times).values())
+    assert all(len(t.medians) == 3 and 0 <= t.low <= t.median <= t.high for t in times.values())
     with pytest.raises(ValueError, match="rounds >= 1"):
         interleaved_times(fns, rounds=0)
+
+
+def test_round_times_report_the_median_of_round_medians_and_their_range():
+    from fmd.timing import timed_rounds
+
+    runs = {"a": iter([[1.0, 9.0, 2.0], [4.0, 5.0, 6.0], [0.5, 0.5, 8.0]]), "b": iter([[3.0]] * 3)}
+    times = timed_rounds({n: (lambda count, n=n: next(runs[n])) for n in runs}, rounds=3, repeats=3)
+    assert times["a"].medians == [2.0, 5.0, 0.5]
+    assert (times["a"].median, times["a"].low, times["a"].high) == (2.0, 0.5, 5.0)
+    assert len(times["a"].times) == 9 and times["b"].median == 3.0
 
 
 def test_the_small_stem_halves_the_map_without_a_max_pool():

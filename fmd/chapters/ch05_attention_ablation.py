@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch import nn
 
 from .. import profiles
-from ..complexity import inference_step, interleaved_times, round_medians, sync_for
 from ..conv import FMD_ATTENTIONS, FMDConv2d
 from ..metrics import speed_accuracy
+from ..timing import inference_step, interleaved_times, sync_for
 from ..train import TrainConfig, build_model
 from . import beyond_spread, mean_std, pm, span
 from .ch03_training import run_all
@@ -120,12 +120,11 @@ def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int]
     """
     steps = {name: inference_step(model, input_size) for name, model in models.items()}
     device = next(next(iter(models.values())).parameters()).device
-    medians = round_medians(interleaved_times(steps, rounds=rounds, repeats=repeats, warmup=warmup,
-                                              threads=threads, rotate=True,
-                                              synchronize=sync_for(device)))
-    return {n: {"median_ms": 1000 * statistics.median(v), "min_round_ms": 1000 * min(v),
-                "max_round_ms": 1000 * max(v), "samples": rounds * repeats}
-            for n, v in medians.items()}
+    times = interleaved_times(steps, rounds=rounds, repeats=repeats, warmup=warmup, threads=threads,
+                              rotate=True, synchronize=sync_for(device))
+    return {n: {"median_ms": 1000 * t.median, "min_round_ms": 1000 * t.low,
+                "max_round_ms": 1000 * t.high, "samples": len(t.times)}
+            for n, t in times.items()}
 
 
 def seed_configs(configs_by_seed: Mapping[int, Mapping[str, TrainConfig]]

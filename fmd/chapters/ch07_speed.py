@@ -7,7 +7,6 @@ case and conv, each with the machine it ran on); the strategy tables are read fr
 from __future__ import annotations
 
 import json
-import statistics
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -15,11 +14,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..complexity import interleaved_times, round_medians
 from ..conv import DynamicConv2dBase, make_conv
 from ..engine import STRATEGIES, applicable_strategies, choose_strategy
 from ..models import ResNet
 from ..plots.ch07_speed import backend_label, machine_label, variant
+from ..timing import interleaved_times
 
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
@@ -131,12 +130,11 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
         layers.update({strategy: make_conv(conv, channels, channels, 3, 1, 1, bias=False,
                                            strategy=strategy, **options).train()
                        for strategy in candidates})
-        times = round_medians(interleaved_times(
-            {name: partial(step, layer) for name, layer in layers.items()}, rounds=rounds,
-            repeats=repeats, warmup=warmup, threads=threads))
-        base = statistics.median(times["static"])
+        times = interleaved_times({name: partial(step, layer) for name, layer in layers.items()},
+                                  rounds=rounds, repeats=repeats, warmup=warmup, threads=threads)
+        base = times["static"].median
         for strategy in candidates:
-            median = statistics.median(times[strategy])
+            median = times[strategy].median
             rows.append({"channels": channels, "map": f"{size}×{size}", "positions": size * size,
                          "batch": batch, "strategy": strategy, "auto picks": auto == strategy,
                          "static ms": 1e3 * base, "dynamic ms": 1e3 * median,

@@ -9,18 +9,17 @@ one convolution with groups = batch: the engine's ``grouped`` strategy forced in
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from torch import nn
 
 from .. import profiles, reference
-from ..complexity import (count_macs, count_params, inference_step, interleaved_times, round_medians,
-                          train_step)
+from ..complexity import count_macs, count_params
 from ..conv import DynamicConv2dBase
 from ..models import ResNet
 from ..plots import label as conv_label
+from ..timing import inference_step, interleaved_times, train_step
 from . import beyond_spread, pm
 
 DEPTHS = (18, 50)
@@ -94,9 +93,9 @@ def cost_rows(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[in
                     steps[(conv, label)] = _timed(net, None if conv == "static" else strategy, step)
                     if conv == "static":
                         break
-            medians = round_medians(interleaved_times(steps, rounds=s.rounds, repeats=s.repeats,
-                                                      warmup=1, threads=threads, rotate=True))
-            ms = {k: 1000 * statistics.median(v) for k, v in medians.items()}
+            times = interleaved_times(steps, rounds=s.rounds, repeats=s.repeats, warmup=1,
+                                      threads=threads, rotate=True)
+            ms = {k: 1000 * t.median for k, t in times.items()}
             static = ms[("static", next(iter(COMPUTATIONS)))]
             for label in COMPUTATIONS:
                 costs = {"static": static, **{c: ms[(c, label)] for c in CONVS if c != "static"}}
