@@ -333,6 +333,11 @@ class FMDConv2d(DynamicConv2dBase):
         return super().extra_repr() + f", attentions={self.attentions}, preset={self.preset}"
 
 
+def fan_out_normal(kernel: Tensor) -> None:
+    """Kaiming-normal on fan-out with ReLU's gain: how the official FMDConv and ODConv draw a kernel."""
+    nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """Everything the repository knows about one convolution, in one place.
@@ -353,6 +358,8 @@ class ConvSpec:
     schedules: Optional[Callable[..., Dict[str, Schedule]]] = None
     resnet_bias: bool = False  # whether a ResNet's block convolutions carry a bias
     kernel_option: Optional[str] = None  # the option that counts its kernels (None: one kernel)
+    # How fmd.models.official_init draws each of its kernels, as the code the conv comes from does.
+    kernel_init: Callable[[Tensor], Any] = fan_out_normal
 
     @property
     def schedule_fields(self) -> Tuple[str, ...]:
@@ -367,6 +374,10 @@ class ConvSpec:
     def layer_options(self, config: Any) -> Dict[str, Any]:
         """This layer's keyword options, read from ``config``'s fields."""
         return {option: getattr(config, name) for option, name in self.options.items()}
+
+    def kernel_options(self, count: int) -> Dict[str, int]:
+        """The layer options that give it ``count`` kernels ({} for a conv of one kernel)."""
+        return {} if self.kernel_option is None else {self.kernel_option: count}
 
     def kernel_count(self, options: Mapping[str, Any]) -> int:
         """How many kernels a layer built with ``options`` holds."""
@@ -385,7 +396,7 @@ CONVS: Dict[str, ConvSpec] = {spec.name: spec for spec in (
              options={"num_experts": "kernel_num"}, kernel_option="num_experts"),
     ConvSpec("dyconv", DynamicConv2d, "DynamicConv", "#7570b3", "^", "--",
              options={"kernel_num": "kernel_num"}, kernel_option="kernel_num",
-             schedules=dyconv_schedules),
+             schedules=dyconv_schedules, kernel_init=nn.init.kaiming_uniform_),  # a = 0, fan-in
     ConvSpec("odconv", ODConv2d, "ODConv", "#d95f02", "D", ":",
              options={"kernel_num": "kernel_num"}, kernel_option="kernel_num",
              schedules=odconv_schedules),

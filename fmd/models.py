@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Type, Union
 import torch
 from torch import Tensor, nn
 
-from .conv import DynamicConv2d, DynamicConv2dBase, conv_spec, make_conv
+from .conv import DynamicConv2dBase, conv_spec, make_conv
 
 STEMS = ("imagenet", "cifar", "small")
 INITS = ("official", "torch")
@@ -159,15 +159,14 @@ def official_init(model: ResNet) -> None:
     ``kaiming_uniform_`` with a = 0 on fan-in, zero biases, its attention FCs as above. CondConv has
     no official PyTorch code; its experts and routing are drawn as FMDConv's. The classifier, for
     every conv, as in the FMDConv and ODConv ResNets: N(0, 0.01), zero bias. Attention BatchNorms
-    start at (1, 0), as ``nn.BatchNorm1d`` already does.
+    start at (1, 0), as ``nn.BatchNorm1d`` already does. Each conv's kernel draw is its
+    :attr:`fmd.conv.ConvSpec.kernel_init`.
     """
+    kernel_init = conv_spec(model.conv).kernel_init
     for m in model.modules():
         if isinstance(m, DynamicConv2dBase):
             for k in range(m.kernel_num):
-                if isinstance(m, DynamicConv2d):
-                    nn.init.kaiming_uniform_(m.weight[k])
-                else:
-                    nn.init.kaiming_normal_(m.weight[k], mode="fan_out", nonlinearity="relu")
+                kernel_init(m.weight[k])
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
             for fc in m.modules():

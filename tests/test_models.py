@@ -157,3 +157,17 @@ def test_the_small_stem_halves_the_map_without_a_max_pool():
     assert {k: v[-1] for k, v in features.items()} == {"small": 16, "imagenet": 8, "cifar": 32}
     with pytest.raises(ValueError, match="stem must be one of"):
         resnet18(stem="tiny")
+
+
+def test_the_official_initialisation_reads_each_convs_kernel_draw_from_its_spec(monkeypatch):
+    import dataclasses
+
+    from fmd import conv
+
+    monkeypatch.setitem(conv.CONVS, "odconv", dataclasses.replace(conv.CONVS["odconv"],
+                                                                  kernel_init=torch.nn.init.ones_))
+    model = resnet18(conv="odconv", width=4, num_classes=10)
+    kernels = [m.weight for m in model.modules() if isinstance(m, DynamicConv2dBase)]
+    assert kernels and all(bool((w == 1).all()) for w in kernels)
+    assert conv.CONVS["condconv"].kernel_options(8) == {"num_experts": 8}
+    assert conv.CONVS["static"].kernel_options(4) == {}

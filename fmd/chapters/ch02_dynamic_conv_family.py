@@ -34,14 +34,10 @@ PUBLISHED_METHODS = {"baseline": "static", "odconv_1x": "odconv_1x", "odconv_4x"
 
 def family_configs(kernel_num: int = 4, condconv_experts: int = 8) -> Dict[str, Config]:
     """The convolutions compared: static, CondConv, DynamicConv, ODConv 1× and K×, FMDConv."""
-    return {
-        "static": ("static", {}),
-        f"condconv_{condconv_experts}x": ("condconv", {"num_experts": condconv_experts}),
-        f"dyconv_{kernel_num}x": ("dyconv", {"kernel_num": kernel_num}),
-        "odconv_1x": ("odconv", {"kernel_num": 1}),
-        f"odconv_{kernel_num}x": ("odconv", {"kernel_num": kernel_num}),
-        f"fmdconv_{kernel_num}x": ("fmdconv", {"kernel_num": kernel_num}),
-    }
+    counts = [("condconv", condconv_experts), ("dyconv", kernel_num), ("odconv", 1),
+              ("odconv", kernel_num), ("fmdconv", kernel_num)]
+    return {"static": ("static", {}),
+            **{f"{conv}_{k}x": (conv, CONVS[conv].kernel_options(k)) for conv, k in counts}}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..conv import DynamicConv2dBase, make_conv
+from ..conv import CONVS, DynamicConv2dBase, make_conv
 from ..engine import STRATEGIES, applicable_strategies, choose_strategy
 from ..models import ResNet
 from ..plots.ch07_speed import backend_label, machine_label, variant
@@ -26,14 +26,12 @@ Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
 
 def strategy_configs(kernel_num: int = 4, condconv_experts: int = 8) -> Dict[str, Config]:
     """The dynamic convs of the chapter, plus FMDConv without kernel attention (the shared path)."""
-    return {
-        "condconv": ("condconv", {"num_experts": condconv_experts}),
-        "dyconv": ("dyconv", {"kernel_num": kernel_num}),
-        "odconv": ("odconv", {"kernel_num": kernel_num}),
-        "fmdconv": ("fmdconv", {"kernel_num": kernel_num}),
-        "fmdconv, no kernel att.": ("fmdconv", {"kernel_num": kernel_num,
-                                                "attentions": ("input", "output")}),
-    }
+    counts = {"condconv": condconv_experts, "dyconv": kernel_num, "odconv": kernel_num,
+              "fmdconv": kernel_num}
+    configs = {conv: (conv, CONVS[conv].kernel_options(k)) for conv, k in counts.items()}
+    configs["fmdconv, no kernel att."] = ("fmdconv", {**configs["fmdconv"][1],
+                                                      "attentions": ("input", "output")})
+    return configs
 
 
 # ---------------------------------------------------------------------------------------------

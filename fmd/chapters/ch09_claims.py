@@ -16,14 +16,14 @@ from torch import nn
 
 from .. import profiles, reference
 from ..complexity import count_macs, count_params
-from ..conv import DynamicConv2dBase
+from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
 from ..plots import label as conv_label
 from ..timing import inference_step, interleaved_times, train_step
 from . import beyond_spread, pm
 
 DEPTHS = (18, 50)
-CONVS = {"static": {}, "fmdconv": {"kernel_num": 4}, "odconv": {"kernel_num": 4}}
+COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdconv", "odconv")}
 COMPUTATIONS = {"official (grouped)": "grouped", "fmd engine (auto)": "auto"}
 
 
@@ -78,7 +78,8 @@ def cost_rows(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[in
         for mode, size, width, batch, stem, classes in (
                 ("batch-1 latency", s.infer_size, s.infer_width, 1, "imagenet", 1000),
                 ("training step", 32, s.train_width, s.train_batch, "cifar", 100)):
-            nets = {conv: ResNet(depth, conv, classes, stem, width, **opts) for conv, opts in CONVS.items()}
+            nets = {conv: ResNet(depth, conv, classes, stem, width, **opts)
+                    for conv, opts in COST_CONVS.items()}
             shape = (batch, 3, size, size)
             if mode.startswith("batch-1"):
                 macs = {conv: count_macs(net, shape) for conv, net in nets.items()}
@@ -98,7 +99,7 @@ def cost_rows(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[in
             ms = {k: 1000 * t.median for k, t in times.items()}
             static = ms[("static", next(iter(COMPUTATIONS)))]
             for label in COMPUTATIONS:
-                costs = {"static": static, **{c: ms[(c, label)] for c in CONVS if c != "static"}}
+                costs = {"static": static, **{c: ms[(c, label)] for c in COST_CONVS if c != "static"}}
                 rows.append(_row(depth, mode, f"{size}×{size}, batch {batch}", label, costs, 1.0, "ms"))
     return rows
 
