@@ -30,12 +30,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import cli, tables
-from .conv import CONVS as CONV_SPECS, DynamicConv2dBase
+from .conv import CONV_NAMES, DYNAMIC_CONV_NAMES, DynamicConv2dBase
 from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy)
 from .models import ResNet
 from .provenance import REPO_ROOT, machine_info
 from .timing import inference_step, summarize_times, sync_for, time_runs, timed_rounds, train_step
-CONVS = tuple(CONV_SPECS)
 
 
 @dataclass(frozen=True)
@@ -322,9 +321,9 @@ def run(cases: List[str], convs: List[str], strategy: Union[str, Sequence[str]] 
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise ValueError(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
-    bad = [c for c in convs if c not in CONVS]
+    bad = [c for c in convs if c not in CONV_NAMES]
     if bad:
-        raise ValueError(f"unknown conv(s) {bad}; choose from {CONVS}")
+        raise ValueError(f"unknown conv(s) {bad}; choose from {CONV_NAMES}")
     strategies = [strategy] if isinstance(strategy, str) else list(strategy)
     for name in strategies:
         check_strategy(name)
@@ -388,7 +387,7 @@ def _main(argv: List[str]) -> int:
     parser.add_argument("--cases", nargs="+", default=None, choices=sorted(CASES),
                         help=f"default: {' '.join(DEFAULT_CASES)}; with --breakdown: "
                              f"{' '.join(BREAKDOWN_CASES)}")
-    parser.add_argument("--convs", nargs="+", default=list(CONVS[1:]), choices=CONVS)
+    parser.add_argument("--convs", nargs="+", default=list(DYNAMIC_CONV_NAMES), choices=CONV_NAMES)
     parser.add_argument("--strategy", nargs="+", default=["auto"], choices=STRATEGIES,
                         help="force a strategy in every dynamic layer, one row per strategy given "
                              "(default: auto; on CUDA auto and grouped, the official computation)")

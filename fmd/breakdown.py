@@ -9,7 +9,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .bench import CASES, CONVS, _dynamic_layer_inputs, check_counts, write_table
+from .bench import CASES, _dynamic_layer_inputs, check_counts, write_table
+from .conv import DYNAMIC_CONV_NAMES
 from .timing import interleaved_times
 from .engine import mix_kernels_reusing
 from .models import ResNet
@@ -46,9 +47,9 @@ def batch1_breakdown(name: str, convs: List[str], *, rounds: int = 10, repeats: 
     if case.mode != "infer" or case.batch != 1:
         raise ValueError(f"the breakdown is for batch-1 inference cases, got {name!r}; choose from "
                          f"{sorted(n for n, c in CASES.items() if c.mode == 'infer' and c.batch == 1)}")
-    bad = [c for c in convs if c not in CONVS[1:]]
+    bad = [c for c in convs if c not in DYNAMIC_CONV_NAMES]
     if bad:
-        raise ValueError(f"unknown dynamic conv(s) {bad}; choose from {CONVS[1:]}")
+        raise ValueError(f"unknown dynamic conv(s) {bad}; choose from {DYNAMIC_CONV_NAMES}")
     check_counts(rounds=rounds, repeats=repeats, threads=threads)
     threads = threads or torch.get_num_threads()
     torch.manual_seed(0)

@@ -406,6 +406,8 @@ CONVS: Dict[str, ConvSpec] = {spec.name: spec for spec in (
              options={name: name for name in _FMD_OPTIONS}, kernel_option="kernel_num",
              schedules=fmdconv_schedules, resnet_bias=True),
 )}
+CONV_NAMES: Tuple[str, ...] = tuple(CONVS)  # "static" first
+DYNAMIC_CONV_NAMES: Tuple[str, ...] = tuple(n for n in CONVS if n != "static")
 
 
 def conv_spec(name: str) -> ConvSpec:

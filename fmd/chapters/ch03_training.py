@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..conv import CONVS as CONV_SPECS
+from ..conv import CONV_NAMES
 from ..plots import label
 from ..profiles import depth_seeds, get_profile, main_config, runs_root
 from ..train import Name, TrainConfig, train_all
@@ -20,14 +20,12 @@ from . import beyond_spread, mean_std, pm, span
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
 
-CONVS = tuple(CONV_SPECS)
-
 
 # ---------------------------------------------------------------------------------------------
 # Runs
 
 
-def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, *,
+def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONV_NAMES, *,
                  kernel_num: int = 4, preset: str = "official", epochs: Optional[int] = None,
                  seed: int = 0, depth: int = 18) -> Dict[str, TrainConfig]:
     """The chapter-3 config of each conv (:func:`fmd.profiles.main_config`), same K for all."""
@@ -38,7 +36,7 @@ def main_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, 
     return {conv: main_config(profile, dataset, conv=conv, **overrides) for conv in convs}
 
 
-def comparison_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONVS, *,
+def comparison_configs(profile: str, dataset: str = "", convs: Sequence[str] = CONV_NAMES, *,
                        depths: Sequence[int] = (18,), seeds: Optional[Sequence[int]] = None,
                        kernel_num: int = 4, preset: str = "official", epochs: Optional[int] = None
                        ) -> Dict[Run, TrainConfig]:

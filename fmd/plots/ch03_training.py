@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import conv_color, label, use_style
-from ..conv import CONVS as CONV_SPECS
+from ..conv import CONVS
 
 # Record markers of runs with the same temperatures lie on top of each other: nest them by size.
 _MARKER_SIZES = {"dyconv": 11, "odconv": 8, "fmdconv": 5.5}
@@ -28,7 +28,7 @@ def learning_curves_figure(groups: Mapping[str, Sequence[Mapping[str, Any]]], ti
     for conv, runs in groups.items():
         epochs = [h["epoch"] for h in runs[0]["history"]]
         last = max(last, len(epochs))
-        style = dict(color=conv_color(conv), ls=CONV_SPECS[conv].linestyle, marker=CONV_SPECS[conv].marker,
+        style = dict(color=conv_color(conv), ls=CONVS[conv].linestyle, marker=CONVS[conv].marker,
                      ms=5, lw=1.8, label=f"{label(conv)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
         for ax, metric in ((acc_ax, "test_top1"), (loss_ax, "train_loss")):
             values = np.array([[h[metric] for h in r["history"]] for r in runs])
@@ -57,7 +57,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], seed_rows: Sequence[Mappi
     use_style()
     depths = list(dict.fromkeys(r["depth"] for r in rows))
     fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.0), squeeze=False)
-    names = {label(c): c for c in CONV_SPECS}
+    names = {label(c): c for c in CONVS}
     for ax, depth in zip(axes[0], depths):
         group = [r for r in rows if r["depth"] == depth]
         for x, r in enumerate(group):
@@ -95,14 +95,14 @@ def temperature_figure(records: Mapping[str, Mapping[str, Any]],
         for ax, role in zip(axes, _ROLES):
             if role not in roles:
                 continue
-            color, style = conv_color(conv), CONV_SPECS[conv].linestyle
+            color, style = conv_color(conv), CONVS[conv].linestyle
             ax.plot(grid, [roles[role](e) for e in grid], color=color, ls=style,
                     lw=_LINE_WIDTHS.get(conv, 2),
                     label=f"{label(conv)}: {type(roles[role]).__name__}")
             stored = [(h["epoch"], h["temperatures"][role]) for h in r["history"]
                       if role in h.get("temperatures", {})]
             if stored:
-                ax.plot(*zip(*stored), ls="none", marker=CONV_SPECS[conv].marker,
+                ax.plot(*zip(*stored), ls="none", marker=CONVS[conv].marker,
                         ms=_MARKER_SIZES.get(conv, 6),
                         mfc="white", mec=color, mew=1.5)
     epochs = max(len(r["history"]) for r in records.values())
