@@ -28,7 +28,7 @@ class TrainConfig:
     recipe: str = "custom"  # the named recipe this config started from (a label)
     dataset: str = "fashion_mnist"
     channels: Optional[int] = None  # input channels; None: the dataset's own (Fashion-MNIST 1)
-    transform: str = "cifar"  # "cifar" (32×32, pad-crop + flip), "imagenet" (224), "none"
+    transform: str = "cifar"  # "cifar" (32×32, pad-crop + flip), "flip", "imagenet" (224), "none"
     train_subset: Optional[int] = None  # a seeded random subset of the training images
     test_subset: Optional[int] = None
     data_seed: int = 0  # picks the subsets and the synthetic set; fixed across training seeds

@@ -34,7 +34,7 @@ DATASETS = ("cifar10", "cifar100", "fashion_mnist", "synthetic", "imagenet")
 # The channel counts each dataset can give (None: its own); the synthetic set draws any number.
 DATASET_CHANNELS: Dict[str, Optional[Tuple[int, ...]]] = {
     "cifar10": (3,), "cifar100": (3,), "fashion_mnist": (1, 3), "synthetic": None, "imagenet": (3,)}
-TRANSFORMS = ("cifar", "imagenet", "none")
+TRANSFORMS = ("cifar", "flip", "imagenet", "none")
 # Where the Debian package dataset-fashion-mnist installs the IDX files.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 

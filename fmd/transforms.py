@@ -158,10 +158,13 @@ class ImageNetTest(BatchTransform):
 
 def make_transforms(style: str, mean: Sequence[float],
                     std: Sequence[float]) -> Tuple[BatchTransform, BatchTransform]:
-    """(train, test) transforms: ``"cifar"`` (pad-4 crop + flip | normalise), ``"imagenet"``
-    (RandomResizedCrop 224 + flip | Resize 256 + CenterCrop 224) or ``"none"`` (normalise only)."""
+    """(train, test) transforms: ``"cifar"`` (pad-4 crop + flip | normalise), ``"flip"`` (a random
+    horizontal flip alone | normalise), ``"imagenet"`` (RandomResizedCrop 224 + flip | Resize 256 +
+    CenterCrop 224) or ``"none"`` (normalise only)."""
     if style == "cifar":
         return CifarTrain(mean, std), BatchTransform(mean, std)
+    if style == "flip":
+        return CifarTrain(mean, std, pad=0), BatchTransform(mean, std)
     if style == "imagenet":
         return ImageNetTrain(mean, std), ImageNetTest(mean, std)
     if style == "none":

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fmd import datasets
 from fmd.data import BatchLoader, make_loaders
 from fmd.datasets import get_datasets, load_fashion_mnist, make_synthetic, read_idx
-from fmd.transforms import CifarTrain, ImageNetTest, ImageNetTrain
+from fmd.transforms import CifarTrain, ImageNetTest, ImageNetTrain, make_transforms
 
 
 def write_idx(path, array, compress=False):
@@ -147,6 +147,16 @@ def test_cifar_crop_is_a_shifted_window_of_the_zero_padded_image():
     assert mirrored.any() and same.any()  # both flipped and unflipped images occur
     again = (transform(images, torch.Generator().manual_seed(0)) * 255).round()
     assert torch.equal(out, again)
+
+
+def test_flip_transform_mirrors_some_images_and_moves_no_pixel_otherwise():
+    images = torch.randint(1, 256, (32, 1, 32, 32), dtype=torch.uint8)
+    train, test = make_transforms("flip", (0.0,), (1.0,))
+    out = (train(images, torch.Generator().manual_seed(0)) * 255).round()
+    same = (out == images.float()).flatten(1).all(1)
+    mirrored = (out == images.flip(-1).float()).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+    assert torch.equal((test(images) * 255).round(), images.float())
 
 
 def test_imagenet_test_transform_equals_resize_256_then_center_crop_224():
