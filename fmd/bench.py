@@ -33,6 +33,7 @@ from . import cli, tables
 from .conv import CONV_NAMES, DYNAMIC_CONV_NAMES, DynamicConv2dBase
 from .engine import (STRATEGIES, applicable_strategies, batch_free_strategy, check_strategy)
 from .models import ResNet
+from .profiles import figures_dir
 from .provenance import REPO_ROOT, machine_info
 from .timing import inference_step, summarize_times, sync_for, time_runs, timed_rounds, train_step
 
@@ -352,7 +353,7 @@ def run(cases: List[str], convs: List[str], strategy: Union[str, Sequence[str]] 
             if conv != "static":
                 print(f"  {conv:9s} {r['median_s'] * 1e3:9.1f} ms  time ×{row['time_ratio']:.2f}  "
                       f"memory ×{row['memory_ratio']:.2f}  [{r['strategies']}]", flush=True)
-    write_table(rows, out_dir or REPO_ROOT / "figures", setting.stem() + tag)
+    write_table(rows, figures_dir(folder=out_dir), setting.stem() + tag)
     return rows
 
 
@@ -414,7 +415,7 @@ def _main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available here — use --device cpu")
-    cli.check_writable(args.out or REPO_ROOT / "figures")  # before the timing, not after
+    cli.check_writable(figures_dir(folder=args.out))  # before the timing, not after
     if args.breakdown:
         if (args.device != "cpu" or args.strategy != ["auto"] or args.backend != "eager"
                 or args.amp or args.dynamic_batch):

@@ -14,7 +14,8 @@ from .conv import DYNAMIC_CONV_NAMES
 from .timing import interleaved_times
 from .engine import mix_kernels_reusing
 from .models import ResNet
-from .provenance import REPO_ROOT, machine_info
+from .profiles import figures_dir
+from .provenance import machine_info
 
 
 def _attend_all(seen: List[tuple]) -> None:
@@ -102,7 +103,7 @@ def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
                   f"{r['attention_x']:.2f} + rest {r['rest_x']:.2f}; bank {r['bank_mb']:.0f} MB, "
                   f"floor ×{r['floor_ratio']:.2f}", flush=True)
         rows += found
-    write_table(rows, out_dir or REPO_ROOT / "figures", f"breakdown_cpu{tag}", BREAKDOWN_COLUMNS,
+    write_table(rows, figures_dir(folder=out_dir), f"breakdown_cpu{tag}", BREAKDOWN_COLUMNS,
                 "Batch-1 inference, where the time goes: dynamic / static = 1 + mix + attention + "
                 "rest (each × the static forward; median of interleaved rounds in one process)")
     return rows

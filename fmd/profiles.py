@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from .provenance import REPO_ROOT
+from .provenance import FIGURES, REPO_ROOT, PathLike
+from .runs import RUNS_ROOT
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 
@@ -95,12 +96,6 @@ def depth_seeds(profile: str, depth: int) -> Tuple[int, ...]:
     return p.seeds_by_depth.get(depth, p.seeds)
 
 
-def output_dir(profile: str, kind: str) -> Path:
-    """Where a profile's ``kind`` ("runs" or "figures") goes under ``FMD_TINY``."""
-    get_profile(profile)
-    return REPO_ROOT / "build" / f"tiny-{profile}-{kind}"
-
-
 def main_config(profile: str, dataset: str = "", **overrides: Any):
     """The training config of a chapter-3 run under ``profile`` (fmd.train.TrainConfig)."""
     from .train import make_config
@@ -123,5 +118,28 @@ def runs_root(profile: str) -> Path:
     (under ``FMD_TINY``: ``build/tiny-<profile>-runs/``)."""
     get_profile(profile)
     if tiny():
-        return output_dir(profile, "runs")
-    return REPO_ROOT / ("build/smoke-runs" if profile == "smoke" else "data/runs")
+        return _tiny_dir(profile, "runs")
+    return REPO_ROOT / "build" / "smoke-runs" if profile == "smoke" else RUNS_ROOT
+
+
+def figures_dir(profile: Optional[str] = None, folder: Optional[PathLike] = None) -> Path:
+    """Where a figure or table goes; every writer of one asks here.
+
+    ``folder`` (a notebook's ``figures_dir``, ``fmd.bench --out``; relative to the repository root)
+    wins. Otherwise ``figures/`` (also for ``profile`` None: the benchmark's command line), except
+    that the smoke profile writes to ``build/smoke-figures/`` and ``FMD_TINY`` to
+    ``build/tiny-<profile>-figures/``: never over the committed figures.
+    """
+    if folder is not None:
+        return REPO_ROOT / Path(folder)
+    if profile is None:
+        return FIGURES
+    get_profile(profile)
+    if tiny():
+        return _tiny_dir(profile, "figures")
+    return REPO_ROOT / "build" / "smoke-figures" if profile == "smoke" else FIGURES
+
+
+def _tiny_dir(profile: str, kind: str) -> Path:
+    """Where a profile's ``kind`` ("runs" or "figures") goes under ``FMD_TINY``."""
+    return REPO_ROOT / "build" / f"tiny-{profile}-{kind}"

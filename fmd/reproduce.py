@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import cli
-from .profiles import PROFILE_NAMES
+from .profiles import PROFILE_NAMES, figures_dir
 from .provenance import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -143,7 +143,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)
         print(f"  done in {run_notebook(path, args.profile):.0f} s", flush=True)
     print(f"all {len(notebooks)} notebooks ran in {time.perf_counter() - total:.0f} s; "
-          f"figures and tables are in {REPO_ROOT / 'figures'}")
+          f"figures and tables are in {figures_dir(args.profile)}")
     return 0
 
 

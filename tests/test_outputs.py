@@ -55,8 +55,11 @@ def test_a_stamp_names_the_parameters_that_differ_from_the_notebook_defaults(fig
 
 
 def test_smoke_figures_never_land_in_figures():
+    from fmd import profiles
+
     assert plots.figures_dir("smoke") != plots.FIGURES
-    assert plots.figures_dir("quick") == plots.FIGURES
+    assert plots.figures_dir("quick") == plots.FIGURES == profiles.figures_dir()  # the benchmark's
+    assert profiles.figures_dir(folder="build/b") == plots.REPO_ROOT / "build" / "b"  # bench --out
     plots.set_figures_dir("build/sweep")  # relative paths start at the repository root
     try:
         assert plots.figures_dir("quick") == plots.REPO_ROOT / "build" / "sweep"

@@ -23,11 +23,9 @@ import seaborn as sns  # noqa: E402
 from .. import profiles, provenance  # noqa: E402
 from ..conv import CONVS  # noqa: E402
 from ..profiles import get_profile  # noqa: E402
-from ..provenance import FIGURES, REPO_ROOT  # noqa: E402
+from ..provenance import FIGURES, REPO_ROOT  # noqa: E402,F401 (notebooks read plots.FIGURES)
 from ..tables import write_table  # noqa: E402
 
-# The smoke profile (tests, CI) must not overwrite the committed figures of a real run.
-SMOKE_FIGURES = REPO_ROOT / "build" / "smoke-figures"
 # Notebook parameters that change where or how a run is shown, never what it computes.
 UNSTAMPED = ("profile", "figures_dir", "progress")
 
@@ -39,7 +37,7 @@ def use_style() -> None:
                          "axes.titleweight": "bold"})
 
 
-_figures_override: Optional[Path] = None
+_figures_override: Optional[str] = None
 _changed_parameters = ""
 
 
@@ -79,22 +77,17 @@ def set_figures_dir(path: Optional[object]) -> None:
     repository root, wherever the kernel runs.
     """
     global _figures_override
-    _figures_override = None if path is None else REPO_ROOT / Path(str(path))
+    _figures_override = None if path is None else str(path)
 
 
 def figures_dir(profile: str) -> Path:
-    """Where figures go: as set by :func:`set_figures_dir`, else ``figures/`` (smoke: ``build/``)."""
-    if _figures_override is not None:
-        return _figures_override
-    if profiles.tiny():  # a profile's code path at the tiny size: never over the committed figures
-        return profiles.output_dir(profile, "figures")
-    return SMOKE_FIGURES if profile == "smoke" else FIGURES
+    """Where this run's figures go (:func:`fmd.profiles.figures_dir` with its ``figures_dir``)."""
+    return profiles.figures_dir(profile, _figures_override)
 
 
-def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str,
-                out_dir: Optional[Path] = None) -> List[Path]:
+def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str) -> List[Path]:
     """Add the provenance caption and save ``name``.png and .pdf (stamp in their metadata too)."""
-    out_dir = Path(out_dir or figures_dir(profile))
+    out_dir = figures_dir(profile)
     line = stamp(profile, dataset)
     # Put the caption under everything already drawn (legends below the axes included).
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
@@ -110,10 +103,9 @@ def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str,
 
 
 def save_table(rows: Sequence[Mapping[str, object]], name: str, *, profile: str, dataset: str,
-               title: str = "", out_dir: Optional[Path] = None,
-               columns: Optional[Sequence[str]] = None) -> List[Path]:
+               title: str = "", columns: Optional[Sequence[str]] = None) -> List[Path]:
     """Save rows as ``name``.csv and ``name``.md, each stamped with profile, dataset and commit."""
-    return write_table(rows, Path(out_dir or figures_dir(profile)), name,
+    return write_table(rows, figures_dir(profile), name,
                        line=stamp(profile, dataset), title=title, columns=columns)
 
 
