@@ -415,6 +415,8 @@ def _main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available here — use --device cpu")
+    if args.out is not None:  # from the working directory, as a shell user means it
+        args.out = args.out.absolute()
     cli.check_writable(figures_dir(folder=args.out))  # before the timing, not after
     if args.breakdown:
         if (args.device != "cpu" or args.strategy != ["auto"] or args.backend != "eager"
