@@ -354,11 +354,11 @@ def test_a_notebook_with_a_mistyped_profile_stops_in_its_parameters_cell(tmp_pat
 
 
 def test_the_paper_profile_lets_the_chapters_download_cifar(monkeypatch):
-    from fmd.chapters import ch03_training as ch03
+    from fmd.chapters import common
     seen = {}
-    monkeypatch.setattr(ch03, "train_all", lambda configs, root, **options: seen.update(options))
+    monkeypatch.setattr(common, "train_all", lambda configs, root, **options: seen.update(options))
     for profile, download in (("paper", True), ("quick", False)):
-        ch03.run_all({}, profile)
+        common.run_all({}, profile)
         assert seen["download"] is download
 
 

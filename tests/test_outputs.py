@@ -129,6 +129,26 @@ def test_drawing_modules_import_no_training_or_benchmark_code():
     assert done.stdout.strip() == "[]"
 
 
+def test_no_chapter_module_imports_another():
+    # What chapters share lives in fmd.chapters.common; a chapter importing a chapter hides that.
+    import ast
+
+    folder = plots.REPO_ROOT / "fmd" / "chapters"
+    found = []
+    for path in sorted(folder.glob("ch[0-9][0-9]_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):  # from .chNN / from . import chNN / fmd.chapters
+                package = "fmd.chapters" if node.level == 1 else node.module or ""
+                names = [f"{package}.{node.module or a.name}" if node.level == 1 else f"{package}.{a.name}"
+                         for a in node.names]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names if n.startswith("fmd.chapters.ch")]
+    assert not found, found
+
+
 def test_a_bar_inside_a_markdown_cell_does_not_open_a_column(tmp_path):
     from fmd.tables import write_table
 

@@ -2,42 +2,11 @@
 
 ``fmd/chapters/chNN_<chapter>.py`` defines what ``notebooks/NN_<chapter>.ipynb`` runs; its figures are
 drawn by ``fmd/plots/chNN_<chapter>.py``. Imports go one way: notebooks → fmd.chapters →
-(fmd.plots for drawing; fmd.train, fmd.models, fmd.conv, … for the work). A chapter that reuses
-another's runs calls that chapter's definition (chapter 08 asks ch04 and ch05 for their configs).
+(fmd.plots for drawing; fmd.train, fmd.models, fmd.conv, … for the work). What every chapter uses
+(runs under a profile, latencies, seed statistics, number formats) is in :mod:`.common`; no chapter
+module imports another. A notebook that reuses another chapter's runs calls that chapter's
+definition (chapter 08 asks ch04 and ch05 for their configs).
 """
-
-
-def top1(record) -> float:
-    """A run record's final test top-1 (%)."""
-    return record["final"]["test_top1"]
-
-
-def span(values, unit: str = "%", digits: int = 2) -> str:
-    """``lo–hi`` with the unit (or the one value where all are equal), for prose written by a cell."""
-    lo, hi = min(values), max(values)
-    return f"{lo:.{digits}f}{unit}" if round(lo, digits) == round(hi, digits) else \
-        f"{lo:.{digits}f}–{hi:.{digits}f}{unit}"
-
-
-def mean_std(values):
-    """Mean and sample standard deviation (ddof 1; None for one value) of a seed group."""
-    import statistics
-
-    values = [float(v) for v in values]
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def beyond_spread(a, b) -> bool:
-    """Whether two seed groups' mean ± std intervals do not overlap (``a``, ``b``: (mean, std)
-    pairs); the chapters call such a difference larger than the seed spread. A single run has no
-    spread, so nothing is beyond it."""
-    (ma, sa), (mb, sb) = a, b
-    return sa is not None and sb is not None and abs(ma - mb) > sa + sb
-
-
-def pm(mean, std, digits: int = 2, unit: str = "") -> str:
-    """``mean ± std`` as text (the mean alone where there is no std)."""
-    return f"{mean:.{digits}f}{unit}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}{unit}"
 
 
 def chapter_runs(profile: str):

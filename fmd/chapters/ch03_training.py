@@ -13,9 +13,9 @@ import numpy as np
 
 from ..conv import CONV_NAMES
 from ..plots import label
-from ..profiles import depth_seeds, get_profile, main_config, runs_root
-from ..train import Name, TrainConfig, train_all
-from . import beyond_spread, mean_std, pm, span
+from ..profiles import depth_seeds, main_config
+from ..train import TrainConfig
+from .common import beyond_spread, mean_std, pm, span
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -65,14 +65,6 @@ def seed_groups(records: Mapping[Run, Record]) -> Dict[Tuple[int, str], List[Rec
     return groups
 
 
-def run_all(configs: Mapping[Name, TrainConfig], profile: str, *, progress: bool = False,
-            checkpoints: bool = False) -> Dict[Name, Record]:
-    """Train each config under the profile's runs folder, or fetch it (:func:`fmd.train.train_all`;
-    ``checkpoints``: retrain runs whose weights are missing, for chapters that load the models)."""
-    return train_all(configs, runs_root(profile), progress=progress, checkpoints=checkpoints,
-                     download=get_profile(profile).download)
-
-
 def key_fields(config: TrainConfig) -> List[str]:
     """The conv-specific fields that enter this config's run key (the rest is shared by all convs)."""
     shared = dataclasses.replace(config, conv="static").identity()
@@ -82,17 +74,6 @@ def key_fields(config: TrainConfig) -> List[str]:
 def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
     """Whether ``record`` is the finished run of ``config``: same key and one row per epoch."""
     return record["key"] == config.key() and len(record["history"]) == config.epochs
-
-
-def schedule_summary(config: TrainConfig) -> Dict[str, str]:
-    """Each temperature role of the run's schedule as text: the schedule type, start and end value."""
-    out = {}
-    for role, schedule in config.schedules().items():
-        start, end = schedule(0.0), schedule(float(config.epochs))
-        kind = type(schedule).__name__
-        out[role] = (f"{kind}, constant {start:g}" if start == end
-                     else f"{kind}, {start:g} → {end:g}")
-    return out
 
 
 def anneal_end(config: TrainConfig, role: str, steps: int = 20000) -> Optional[float]:

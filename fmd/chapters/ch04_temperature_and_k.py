@@ -14,13 +14,12 @@ import numpy as np
 from torch import Tensor
 
 from .. import runs
-from . import span, top1
 from ..data import config_loaders, make_loaders
 from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
 from ..record import ENTROPY_IMAGES, first_images
 from ..train import TrainConfig, build_model, evaluate, load_trained, measure_kernel_entropy
-from .ch05_attention_ablation import measure_latencies
+from .common import measure_latencies, span, top1
 
 Record = Dict[str, Any]
 
@@ -322,7 +321,7 @@ def folding_rows(reference: TrainConfig, static: TrainConfig, profile: str, *,
                  fold_images: int = ENTROPY_IMAGES, **latency: Any) -> List[Dict[str, Any]]:
     """The trained reference run, the same network with each layer's kernel attention folded into
     its mean mix over the first ``fold_images`` training images, and the static network: params,
-    test top-1 / top-5 and batch-1 latency (``latency`` goes to ch05's measure_latencies)."""
+    test top-1 / top-5 and batch-1 latency (``latency`` goes to :func:`.common.measure_latencies`)."""
     root = runs_root(profile)
     model, record = load_trained(reference, root)
     folded = fold_kernel_attention(model, first_images(eval_loader(reference, "train"), fold_images))

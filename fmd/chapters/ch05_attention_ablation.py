@@ -10,15 +10,11 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from torch import nn
-
 from .. import profiles
 from ..conv import FMD_ATTENTIONS, FMDConv2d
 from ..metrics import speed_accuracy
-from ..timing import inference_step, interleaved_times, sync_for
-from ..train import TrainConfig, build_model
-from . import beyond_spread, mean_std, pm, span
-from .ch03_training import run_all
+from ..train import TrainConfig
+from .common import beyond_spread, mean_std, pm, run_all, span
 
 Record = Dict[str, Any]
 
@@ -97,34 +93,6 @@ def run_ablation(configs: Mapping[str, TrainConfig], profile: str, *,
                  progress: bool = False) -> Dict[str, Dict[str, Any]]:
     """Train (or fetch from the run cache) every config; returns the records by set name."""
     return run_all(configs, profile, progress=progress)
-
-
-def latency_models(configs: Mapping[str, TrainConfig],
-                   records: Mapping[str, Mapping[str, Any]]) -> Dict[str, nn.Module]:
-    """The network of each run in ``records`` as built for training (eval mode), for timing: what
-    a forward pass costs depends on the architecture and the input, not on the values of the trained
-    weights, so the latency needs no checkpoint (chapter 08 times its stored runs the same way)."""
-    return {name: build_model(configs[name], r["num_classes"], r["input_size"][1]).eval()
-            for name, r in records.items()}
-
-
-def measure_latencies(models: Mapping[str, nn.Module], input_size: Sequence[int], *,
-                      repeats: int = 20, rounds: int = 5, warmup: int = 3,
-                      threads: Optional[int] = None) -> Dict[str, Dict[str, float]]:
-    """Batch-1 latency of every model in ms: ``rounds`` interleaved rounds of ``repeats`` timings.
-
-    Each round times every model in turn (in a rotated order), so a change of load on the machine
-    hits every model alike; a model's latency is the median of its per-round medians, with the
-    smallest and largest round medians as its spread. ``threads`` sets torch's threads for the
-    measurement and is restored afterwards.
-    """
-    steps = {name: inference_step(model, input_size) for name, model in models.items()}
-    device = next(next(iter(models.values())).parameters()).device
-    times = interleaved_times(steps, rounds=rounds, repeats=repeats, warmup=warmup, threads=threads,
-                              rotate=True, synchronize=sync_for(device))
-    return {n: {"median_ms": 1000 * t.median, "min_round_ms": 1000 * t.low,
-                "max_round_ms": 1000 * t.high, "samples": len(t.times)}
-            for n, t in times.items()}
 
 
 def seed_configs(configs_by_seed: Mapping[int, Mapping[str, TrainConfig]]

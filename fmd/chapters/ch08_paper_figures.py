@@ -14,7 +14,8 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 from .. import reference, runs
 from ..plots import label
 from ..profiles import ablation_config, runs_root
-from ..train import TrainConfig, train_all
+from ..train import TrainConfig
+from .common import run_all
 
 Record = Dict[str, Any]
 
@@ -39,9 +40,7 @@ def backbone_configs(profile: str, depths: Sequence[int] = BACKBONE_DEPTHS,
 def run_backbones(configs: Mapping[Tuple[int, str], TrainConfig], profile: str
                   ) -> Dict[Tuple[int, str], Record]:
     """Train (or fetch) the backbone table's runs: the one place chapter 08 trains."""
-    from ..profiles import get_profile
-
-    return train_all(configs, runs_root(profile), download=get_profile(profile).download)
+    return run_all(configs, profile)
 
 
 def stored(configs: Mapping[Hashable, TrainConfig], profile: str

@@ -20,7 +20,7 @@ from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
 from ..plots import label as conv_label
 from ..timing import inference_step, interleaved_times, train_step
-from . import beyond_spread, pm
+from .common import beyond_spread, pm
 
 DEPTHS = (18, 50)
 COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdconv", "odconv")}
