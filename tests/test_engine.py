@@ -43,7 +43,7 @@ def test_auto_picks_by_batch_and_map_size():
     assert strategies_used(odconv)[-1] == "kfold_im2col"  # spatial attention rules out "kfold_conv"
 
 
-def test_auto_picks_batched_matmul_for_large_kernels_on_small_maps():
+def test_auto_picks_sample_im2col_for_large_kernels_on_small_maps():
     # The shapes of a full-width CIFAR ResNet-18 at batch 128, on the meta device (no storage).
     def pick(channels_in, channels, size, stride=1):
         with torch.device("meta"):
@@ -58,7 +58,7 @@ def test_auto_picks_batched_matmul_for_large_kernels_on_small_maps():
     assert pick(64, 64, 8) == "kfold_conv"  # 147 kB kernel: per-sample matmuls too small
 
 
-def test_batched_training_keeps_neither_kernels_nor_columns_for_backward():
+def test_sample_im2col_training_keeps_neither_kernels_nor_columns_for_backward():
     layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="sample_im2col").train()
     x = torch.randn(8, 16, 6, 6, requires_grad=True)
     saved = []
@@ -174,11 +174,15 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
         breakdown.batch1_breakdown("r18w16-cifar-b1-infer", ["static"])
 
 
-def test_odconv_refuses_parallel_but_computes_with_unfold():
+def test_odconv_refuses_kfold_conv_but_computes_with_kfold_im2col():
+    # A per-sample spatial attention does not commute with a convolution: kfold_conv cannot apply it.
     layer = ODConv2d(4, 4, 3, 1, 1, strategy="kfold_im2col").eval()
     with torch.no_grad():
         y = layer(torch.randn(2, 4, 6, 6))
-    assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "kfold_im2col"
+        assert y.shape == (2, 4, 6, 6) and layer.last_strategy == "kfold_im2col"
+        layer.strategy = "kfold_conv"
+        with pytest.raises(ValueError, match="strategy 'kfold_conv' cannot compute this layer"):
+            layer(torch.randn(2, 4, 6, 6))
 
 
 def test_tuned_strategy_is_exact_cached_and_visible():

@@ -66,7 +66,7 @@ def test_every_strategy_matches_reference_outputs_and_gradients(groups, stride, 
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
-def test_batched_strategy_in_chunks_matches_reference(monkeypatch, chunk):
+def test_sample_im2col_in_chunks_matches_reference(monkeypatch, chunk):
     # Chunks of 1 and 2 samples over a batch of 5 (the last chunk is short), every attention on.
     B, C, O, K, k = 5, 4, 6, 3, 3
     weight = torch.randn(K, O, C, k, k, dtype=torch.double, requires_grad=True)
