@@ -129,6 +129,18 @@ def test_drawing_modules_import_no_training_or_benchmark_code():
     assert done.stdout.strip() == "[]"
 
 
+def test_building_a_table_imports_no_matplotlib():
+    # The chapters' rows and readings take their labels from fmd.labels, not from the drawing code.
+    code = ("import importlib, pkgutil, sys, fmd.chapters\n"
+            "for m in pkgutil.iter_modules(fmd.chapters.__path__):\n"
+            "    importlib.import_module('fmd.chapters.' + m.name)\n"
+            "import fmd.labels, fmd.tables, fmd.bench\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('matplotlib', 'seaborn')"
+            " or k.startswith('fmd.plots')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_no_chapter_module_imports_another():
     # What chapters share lives in fmd.chapters.common; a chapter importing a chapter hides that.
     import ast

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..conv import CONV_NAMES
-from ..plots import label
+from ..labels import conv_label
 from ..profiles import depth_seeds, main_config
 from ..train import TrainConfig
 from .common import beyond_spread, mean_std, pm, span
@@ -109,7 +109,7 @@ def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
         static = None if base is None else mean_std(_final(base, "test_top1"))
         first = runs[0]
         rows.append({
-            "depth": depth, "conv": label(conv),
+            "depth": depth, "conv": conv_label(conv),
             "K": 1 if conv == "static" else first["config"]["kernel_num"],
             "seeds": len(runs), "top-1 (%)": round(top1[0], 2), "top-1 std (pp)": _r(top1[1]),
             "top-5 (%)": round(top5[0], 2),
@@ -129,7 +129,7 @@ def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
 
 def seed_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
     """One row per run: depth, conv, seed, final top-1 and top-5 (what the means are made of)."""
-    return [{"depth": d, "conv": label(c), "seed": s, "top-1 (%)": r["final"]["test_top1"],
+    return [{"depth": d, "conv": conv_label(c), "seed": s, "top-1 (%)": r["final"]["test_top1"],
              "top-5 (%)": r["final"]["test_top5"], "run": r["name"]}
             for (d, s, c), r in records.items()]
 
@@ -140,7 +140,7 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
              "spread* when the two mean ± std intervals do not overlap):", ""]
     for depth in dict.fromkeys(r["depth"] for r in rows):
         group = [r for r in rows if r["depth"] == depth]
-        static = next((r for r in group if r["conv"] == label("static")), None)
+        static = next((r for r in group if r["conv"] == conv_label("static")), None)
         dynamic = sorted((r for r in group if r is not static), key=lambda r: -r["top-1 (%)"])
         seeds = span([r["seeds"] for r in group], "", 0)
         order = ", ".join(f"{r['conv']} {pm(r['top-1 (%)'], r['top-1 std (pp)'], unit='%')}"
@@ -194,7 +194,7 @@ def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:
              "records, comparable within one machine only):", ""]
     for depth in dict.fromkeys(r["depth"] for r in rows):
         group = [r for r in rows if r["depth"] == depth]
-        static = next((r for r in group if r["conv"] == label("static")), None)
+        static = next((r for r in group if r["conv"] == conv_label("static")), None)
         dynamic = [r for r in group if r is not static]
         if static is None or not dynamic:
             continue
@@ -228,9 +228,10 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
         if conv not in torch_init:
             continue
         a, b = r["final"]["test_top1"], torch_init[conv]["final"]["test_top1"]
-        out.append({"depth": depth, "conv": label(conv), "seed": r["config"]["seed"],
+        out.append({"depth": depth, "conv": conv_label(conv), "seed": r["config"]["seed"],
                     "top-1 official init (%)": a, "top-1 torch init (%)": b,
-                    "torch − official (pp)": round(b - a, 2), "seed std, official (pp)": std.get(label(conv)),
+                    "torch − official (pp)": round(b - a, 2),
+                    "seed std, official (pp)": std.get(conv_label(conv)),
                     "runs": f"{r['name']} {torch_init[conv]['name']}"})
     return out
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..conv import CONVS, DynamicConv2dBase, make_conv
 from ..engine import STRATEGIES, applicable_strategies, choose_strategy
 from ..models import ResNet
-from ..plots.ch07_speed import backend_label, machine_label, variant
+from ..labels import backend_label, machine_label, variant
 from ..timing import interleaved_times
 
 
@@ -147,7 +147,7 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
 def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json",
                       backend: Optional[str] = "eager") -> Dict[str, List[Dict[str, Any]]]:
     """Every ``pattern`` file in ``folders`` (each file once), keyed by its file name; only the
-    tables measured on ``backend`` (:func:`fmd.plots.ch07_speed.backend_label`; None: all)."""
+    tables measured on ``backend`` (:func:`fmd.labels.backend_label`; None: all)."""
     tables: Dict[str, List[Dict[str, Any]]] = {}
     seen = set()
     for folder in folders:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from .. import reference, runs
-from ..plots import label
+from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
 from .common import run_all
@@ -113,7 +113,7 @@ def speed_accuracy_rows(records: Mapping[str, Record],
         conv = r["config"]["conv"]
         macs, time = r["speed_accuracy"]["macs"], r["speed_accuracy"]["eval_time"]
         row: Dict[str, Any] = {
-            "conv": label(conv), "K": 1 if conv == "static" else r["config"]["kernel_num"],
+            "conv": conv_label(conv), "K": 1 if conv == "static" else r["config"]["kernel_num"],
             "top-1 (%)": round(r["final"]["test_top1"], 2), "params": r["params"],
             "MMACs/image": round(1e3 * macs["cost_per_image"], 3),
             "IES (MMACs)": _round(macs["ies"], 1e3), "RCS (per MMAC)": _round(macs["rcs"], 1e-3),
@@ -156,7 +156,7 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record]) -> List[Dict[str, A
         kernel_num = r["config"]["kernel_num"]
         epoch_s = [h["train_seconds"] for h in r["history"]]
         row: Dict[str, Any] = {
-            "depth": depth, "conv": label(conv),
+            "depth": depth, "conv": conv_label(conv),
             "params full-size (M)": round(full_size_params(depth, conv, kernel_num) / 1e6, 2),
             "params as trained (M)": round(r["params"] / 1e6, 3),
             "top-1 (%)": round(r["final"]["test_top1"], 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
@@ -177,7 +177,7 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record]) -> List[Dict[str, A
 def backbone_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     """What the backbone table says, in Markdown, from :func:`backbone_rows`."""
     by = {(r["depth"], r["conv"]): r for r in rows}
-    fmd, static = label("fmdconv"), label("static")
+    fmd, static = conv_label("fmdconv"), conv_label("static")
     depths = sorted({r["depth"] for r in rows})
     lines = ["**Reading the backbone table** (one seed per run; every number from the table above):", ""]
     counted = [d for d in depths if (d, fmd) in by and "published params (M)" in by[(d, fmd)]]

@@ -18,7 +18,7 @@ from .. import profiles, reference
 from ..complexity import count_macs, count_params
 from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
-from ..plots import label as conv_label
+from ..labels import conv_label
 from ..timing import inference_step, interleaved_times, train_step
 from .common import beyond_spread, pm
 

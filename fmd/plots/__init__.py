@@ -130,7 +130,3 @@ def conv_color(conv: str) -> str:
     """The colour of a conv type, the same in every figure."""
     return CONVS[conv].color if conv in CONVS else "#377eb8"
 
-
-def label(conv: str) -> str:
-    """The display name of a conv type."""
-    return CONVS[conv].label if conv in CONVS else conv

@@ -9,14 +9,15 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, figure_legend, label, use_style
+from . import conv_color, figure_legend, use_style
+from ..labels import conv_label
 
 Config = Tuple[str, Dict[str, Any]]  # (registered conv name, conv_options)
 
 
 def _display(name: str, configs: Mapping[str, Config]) -> str:
     conv = configs[name][0]
-    return label(conv) + (f" {name.split('_')[-1]}" if "_" in name else "")
+    return conv_label(conv) + (f" {name.split('_')[-1]}" if "_" in name else "")
 
 
 def params_macs_figure(rows: Sequence[Mapping[str, Any]], configs: Mapping[str, Config],

@@ -6,7 +6,8 @@ from typing import Any, Callable, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, label, use_style
+from . import conv_color, use_style
+from ..labels import conv_label
 from ..conv import CONVS
 
 # Record markers of runs with the same temperatures lie on top of each other: nest them by size.
@@ -29,7 +30,7 @@ def learning_curves_figure(groups: Mapping[str, Sequence[Mapping[str, Any]]], ti
         epochs = [h["epoch"] for h in runs[0]["history"]]
         last = max(last, len(epochs))
         style = dict(color=conv_color(conv), ls=CONVS[conv].linestyle, marker=CONVS[conv].marker,
-                     ms=5, lw=1.8, label=f"{label(conv)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+                     ms=5, lw=1.8, label=f"{conv_label(conv)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
         for ax, metric in ((acc_ax, "test_top1"), (loss_ax, "train_loss")):
             values = np.array([[h[metric] for h in r["history"]] for r in runs])
             mean = values.mean(axis=0)
@@ -57,7 +58,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], seed_rows: Sequence[Mappi
     use_style()
     depths = list(dict.fromkeys(r["depth"] for r in rows))
     fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.0), squeeze=False)
-    names = {label(c): c for c in CONVS}
+    names = {conv_label(c): c for c in CONVS}
     for ax, depth in zip(axes[0], depths):
         group = [r for r in rows if r["depth"] == depth]
         for x, r in enumerate(group):
@@ -66,7 +67,7 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], seed_rows: Sequence[Mappi
             ax.plot([x] * len(seeds), seeds, ls="none", marker="o", ms=4, color=color, alpha=0.5)
             ax.errorbar(x + 0.18, r["top-1 (%)"], yerr=r["top-1 std (pp)"] or 0, fmt="s", ms=7,
                         capsize=5, color=color, mec="black", mew=0.6)
-        static = next((r for r in group if r["conv"] == label("static")), None)
+        static = next((r for r in group if r["conv"] == conv_label("static")), None)
         if static is not None:
             ax.axhline(static["top-1 (%)"], color="0.5", lw=0.8, ls=":")
         ax.set_xticks(range(len(group)), [r["conv"] for r in group], rotation=20)
@@ -89,7 +90,7 @@ def temperature_figure(records: Mapping[str, Mapping[str, Any]],
     for name, r in records.items():
         conv, roles = r["config"]["conv"], schedules[name]
         if not roles:
-            without.append(label(conv))
+            without.append(conv_label(conv))
             continue
         grid = np.linspace(0.0, r["config"]["epochs"], points)
         for ax, role in zip(axes, _ROLES):
@@ -98,7 +99,7 @@ def temperature_figure(records: Mapping[str, Mapping[str, Any]],
             color, style = conv_color(conv), CONVS[conv].linestyle
             ax.plot(grid, [roles[role](e) for e in grid], color=color, ls=style,
                     lw=_LINE_WIDTHS.get(conv, 2),
-                    label=f"{label(conv)}: {type(roles[role]).__name__}")
+                    label=f"{conv_label(conv)}: {type(roles[role]).__name__}")
             stored = [(h["epoch"], h["temperatures"][role]) for h in r["history"]
                       if role in h.get("temperatures", {})]
             if stored:

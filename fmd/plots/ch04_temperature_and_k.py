@@ -6,7 +6,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, figure_legend, label, use_style
+from . import conv_color, figure_legend, use_style
+from ..labels import conv_label
 
 Record = Dict[str, Any]
 
@@ -53,7 +54,7 @@ def figure5(temperature_records: Mapping[float, Mapping[str, Any]],
                 ax.axhline(value, color=_OFFICIAL, ls="--", lw=1.2, label=ref_label)
             if static is not None:
                 ax.axhline(_top(static, metric), color=_STATIC, ls=":", lw=1.5,
-                           label=f"{label('static')} ResNet-18, same scale")
+                           label=f"{conv_label('static')} ResNet-18, same scale")
         if reference is not None:
             t_ax.plot([reference["config"]["kernel_temperature"]], [_top(reference, metric)],
                       ls="none", marker="*", ms=13, color=_OFFICIAL, mec="white", zorder=5)

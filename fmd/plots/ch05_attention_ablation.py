@@ -6,7 +6,8 @@ from typing import Any, Mapping, Sequence, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import conv_color, figure_legend, label, use_style
+from . import conv_color, figure_legend, use_style
+from ..labels import conv_label
 
 # One colour per set: static and the full FMDConv keep the colours of every other chapter.
 SET_COLORS = {"static": conv_color("static"), "none": "#bdbdbd", "input": "#66a61e",
@@ -21,7 +22,7 @@ SET_MARKERS = {"static": "s", "none": "o", "input": "^", "kernel": "v", "output"
 
 def _set_label(name: str) -> str:
     if name == "static":
-        return label("static")
+        return conv_label("static")
     return f"FMDConv: {name}" if name != "none" else "FMDConv: no attention"
 
 

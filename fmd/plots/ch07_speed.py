@@ -6,32 +6,9 @@ from typing import Any, Mapping, Optional, Sequence
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from . import conv_color, figure_legend, label, use_style
+from . import conv_color, figure_legend, use_style
 from ..engine import GROUPED_MIN_POSITIONS, KFOLD_IM2COL_MAX_POSITIONS
-
-
-def machine_label(rows: Sequence[Mapping[str, Any]]) -> str:
-    """What a benchmark table was measured on: device, threads, torch and commit."""
-    first = rows[0]
-    device = first.get("gpu") or f"{first['device']} {first['cpu']}, {first['cores']} cores"
-    return (f"{device}, {first['threads']} threads, torch {first['torch']}, "
-            f"commit {first['commit']}")
-
-
-def variant(row: Mapping[str, Any]) -> str:
-    """A benchmark row's conv, with the strategy it forced where it forced one: "fmdconv (grouped)"."""
-    forced = row.get("strategy_forced", "auto")
-    return row["conv"] if forced == "auto" or row["conv"] == "static" else f"{row['conv']} ({forced})"
-
-
-def backend_label(row: Mapping[str, Any]) -> str:
-    """Where a benchmark row ran: backend, autocast dtype, dynamic batch ("eager" before backends)."""
-    words = [row.get("backend", "eager")]
-    if row.get("amp", "fp32") != "fp32":
-        words.append(row["amp"])
-    if row.get("dynamic_batch"):
-        words.append("dynamic batch")
-    return " ".join(words)
+from ..labels import conv_label, machine_label, variant
 
 
 def backend_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
@@ -47,7 +24,7 @@ def backend_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
         found = [next(r for r in rows if r["backend"] == b and conv in ("static", r["conv"]))
                  for b in backends]  # every row of a backend carries its static time
         ms = [r["static ms" if conv == "static" else "ms"] for r in found]
-        left.bar(xs, ms, width * 0.92, color=conv_color(conv), label=label(conv))
+        left.bar(xs, ms, width * 0.92, color=conv_color(conv), label=conv_label(conv))
         if conv == "static":
             continue
         ratios = [r["time ×static"] for r in found]
@@ -95,7 +72,7 @@ def _ratio_figure(tables: Mapping[str, Sequence[Mapping[str, Any]]], key: str, y
             base = conv.split(" (")[0]
             bars = ax.bar(xs, values, width * 0.92, color=conv_color(base),
                           hatch="//" if conv != base else None,
-                          label=label(base) + conv[len(base):])
+                          label=conv_label(base) + conv[len(base):])
             for bar, v in zip(bars, values):
                 ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=7)
@@ -164,7 +141,7 @@ def strategy_timing_figure(rows: Sequence[Mapping[str, Any]], conv: str,
     ax.set(ylabel="training-step time / static conv (×, log scale)",
            xlabel="one 3×3 layer per ResNet-18 stage (CIFAR stem)")
     batch = rows[0]["batch"]
-    ax.set_title(f"{label(conv)}: each strategy, forward + backward at batch {batch}", fontsize=10)
+    ax.set_title(f"{conv_label(conv)}: each strategy, forward + backward at batch {batch}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", framealpha=0.95)
     fig.tight_layout()
     return fig
@@ -193,7 +170,7 @@ def batch1_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> plt.Figure:
                     va="center", fontsize=8)
         ax.plot([r["floor_ratio"]] * 2, [y - 0.42, y + 0.42], color="black", lw=2,
                 label="floor: static + one read of the bank" if y == 0 else None)
-    ax.set_yticks(range(len(bars)), [f"{label(c)}\n{n}, bank {r['bank_mb']:.0f} MB"
+    ax.set_yticks(range(len(bars)), [f"{conv_label(c)}\n{n}, bank {r['bank_mb']:.0f} MB"
                                      for (n, c), r in zip(bars, rows)], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max(r["time_ratio"] for r in rows) * 1.15)

@@ -5,7 +5,8 @@ from typing import Any, Dict, Mapping
 
 import matplotlib.pyplot as plt
 
-from . import conv_color, figure_legend, label, use_style
+from . import conv_color, figure_legend, use_style
+from ..labels import conv_label
 
 Record = Dict[str, Any]
 
@@ -21,7 +22,7 @@ def speed_accuracy_figure(records: Mapping[str, Record], dataset: str = "") -> p
             conv = r["config"]["conv"]
             x = r["speed_accuracy"][basis]["cost_per_image"] * scale
             y = r["final"]["test_top1"]
-            ax.plot([x], [y], ls="none", marker="o", ms=9, color=conv_color(conv), label=label(conv),
+            ax.plot([x], [y], ls="none", marker="o", ms=9, color=conv_color(conv), label=conv_label(conv),
                     mec="white", mew=0.8, alpha=0.9)
         ax.set_xlabel(xlabel)
         ax.margins(x=0.15, y=0.2)
