@@ -15,7 +15,7 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 
 # Exit statuses: 1 a fault while working, 2 bad input (argparse's own), 130 interrupted (as a shell).
 FAULT, BAD_INPUT, INTERRUPTED = 1, 2, 130
@@ -83,6 +83,49 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
     except OSError as error:
         print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return FAULT
+
+
+def _form(default: Any, plural: bool = False) -> str:
+    """How an error names what a parameter takes, after its default: "a list of integers"."""
+    if isinstance(default, (list, tuple)):
+        inner = {_form(v, plural=True) for v in default}
+        return "lists" if plural else "a list" + (f" of {inner.pop()}" if len(inner) == 1 else "")
+    names = {bool: ("True or False", "True or False"), int: ("an integer", "integers"),
+             float: ("a number", "numbers"), str: ("a string", "strings")}
+    singular, many = names.get(type(default), (f"a {type(default).__name__}", "values"))
+    return many if plural else singular
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of ``default`` (an integer for a number, a list for a tuple)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        kinds = {type(v) for v in default}
+        return isinstance(value, (list, tuple)) and (
+            len(kinds) != 1 or all(_fits(v, default[0]) for v in value))
+    return isinstance(value, type(default))
+
+
+def check_parameters(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Raise one line naming a notebook parameter whose value (papermill's ``-p``) has the wrong type.
+
+    A parameter takes its default's type; one whose default is None takes anything but a list
+    typed as text. ``papermill -p`` passes a list as a string, so the line shows ``-y`` instead.
+    """
+    for name, default in defaults.items():
+        value = values.get(name, default)
+        as_text = isinstance(value, str)
+        looks_like_list = as_text and value.strip().startswith(("[", "("))
+        if default is None and not looks_like_list or default is not None and _fits(value, default):
+            continue
+        wanted = "a list" if default is None else _form(default)
+        got = f"the string {value!r}" if as_text else repr(value)
+        shown = f"[{value.strip()[1:-1]}]" if looks_like_list else ""  # YAML has no tuples
+        hint = f'; pass lists with -y "{name}: {shown}"' if looks_like_list else ""
+        raise ValueError(f"parameter {name} must be {wanted}, got {got}{hint}")
 
 
 def add_dataclass_flags(group: Any, cls: type, choices: Dict[str, Tuple[Any, ...]], *,

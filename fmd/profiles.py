@@ -13,9 +13,10 @@ The test suite runs the ``paper`` profile this way on fixture CIFAR files.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .provenance import FIGURES, REPO_ROOT, PathLike
 from .runs import RUNS_ROOT
@@ -122,22 +123,36 @@ def runs_root(profile: str) -> Path:
     return REPO_ROOT / "build" / "smoke-runs" if profile == "smoke" else RUNS_ROOT
 
 
-def figures_dir(profile: Optional[str] = None, folder: Optional[PathLike] = None) -> Path:
+def figures_dir(profile: Optional[str] = None, folder: Optional[PathLike] = None,
+                changed: Optional[Mapping[str, Any]] = None) -> Path:
     """Where a figure or table goes; every writer of one asks here.
 
     ``folder`` (a notebook's ``figures_dir``, ``fmd.bench --out``; relative to the repository root)
     wins. Otherwise ``figures/`` (also for ``profile`` None: the benchmark's command line), except
     that the smoke profile writes to ``build/smoke-figures/`` and ``FMD_TINY`` to
-    ``build/tiny-<profile>-figures/``: never over the committed figures.
+    ``build/tiny-<profile>-figures/``: never over the committed figures. A notebook run whose
+    parameters differ from the chapter's defaults (``changed``: name → value) writes into a folder
+    beside those, named after them: ``papermill -p kernel_num 2`` → ``figures/kernel_num=2/``.
     """
     if folder is not None:
         return REPO_ROOT / Path(folder)
     if profile is None:
-        return FIGURES
-    get_profile(profile)
-    if tiny():
-        return _tiny_dir(profile, "figures")
-    return REPO_ROOT / "build" / "smoke-figures" if profile == "smoke" else FIGURES
+        base = FIGURES
+    else:
+        get_profile(profile)
+        base = (_tiny_dir(profile, "figures") if tiny() else
+                REPO_ROOT / "build" / "smoke-figures" if profile == "smoke" else FIGURES)
+    return base / parameters_folder(changed) if changed else base
+
+
+def parameters_folder(changed: Mapping[str, Any]) -> str:
+    """A folder name for a run's changed parameters: ``depths=18-50,kernel_num=2``."""
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "-".join(text(v) for v in value)
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(value))
+
+    return ",".join(f"{name}={text(value)}" for name, value in sorted(changed.items()))
 
 
 def _tiny_dir(profile: str, kind: str) -> Path:

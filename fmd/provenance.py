@@ -156,11 +156,15 @@ STAMP_KEY = "fmd stamp"  # the PNG text chunk that holds it (PDF: the document's
 
 
 def changed_parameters(defaults: Mapping[str, Any], values: Mapping[str, Any],
-                       ignore: Iterable[str] = ()) -> str:
-    """``name=value`` for each of ``defaults`` whose value in ``values`` differs, comma-separated."""
+                       ignore: Iterable[str] = ()) -> Dict[str, Any]:
+    """Each of ``defaults`` whose value in ``values`` differs (``ignore`` left out): name → value."""
     skip = set(ignore)
-    return ", ".join(f"{k}={values[k]!r}".replace("'", "") for k, v in defaults.items()
-                     if k not in skip and k in values and values[k] != v)
+    return {k: values[k] for k, v in defaults.items() if k not in skip and k in values and values[k] != v}
+
+
+def parameters_text(changed: Mapping[str, Any]) -> str:
+    """``name=value, …``: how a stamp names the parameters a run changed."""
+    return ", ".join(f"{k}={v!r}".replace("'", "") for k, v in changed.items())
 
 
 def stamp(profile: str, dataset: str, commit: Optional[str] = None, params: str = "") -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -20,7 +20,7 @@ matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))  # headless under papermill 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .. import profiles, provenance  # noqa: E402
+from .. import cli, profiles, provenance  # noqa: E402
 from ..conv import CONVS  # noqa: E402
 from ..profiles import get_profile  # noqa: E402
 from ..provenance import FIGURES, REPO_ROOT  # noqa: E402,F401 (notebooks read plots.FIGURES)
@@ -38,7 +38,7 @@ def use_style() -> None:
 
 
 _figures_override: Optional[str] = None
-_changed_parameters = ""
+_changed_parameters: Dict[str, Any] = {}
 
 
 def parameters(namespace: Mapping[str, Any]) -> dict:
@@ -55,18 +55,22 @@ def set_context(namespace: Mapping[str, Any], parameter_defaults: Mapping[str, A
     """Set up saving for one notebook run: its ``figures_dir`` and the parameters it changed.
 
     Every stamp of the run then ends with ``· params: name=value, …`` for each parameter whose value
-    in ``namespace`` differs from ``parameter_defaults`` (see :func:`parameters`).
+    in ``namespace`` differs from ``parameter_defaults`` (see :func:`parameters`), and its figures
+    and tables go to a folder named after them unless ``figures_dir`` is given
+    (:func:`fmd.profiles.figures_dir`). A mistyped profile or a parameter of the wrong type stops
+    the notebook here, before any work, with one line.
     """
     global _changed_parameters
-    if "profile" in namespace:  # a mistyped profile stops the notebook before any work
+    if "profile" in namespace:
         get_profile(namespace["profile"])
+    cli.check_parameters(parameter_defaults, namespace)
     set_figures_dir(namespace.get("figures_dir"))
     _changed_parameters = provenance.changed_parameters(parameter_defaults, namespace, UNSTAMPED)
 
 
 def stamp(profile: str, dataset: str, commit: Optional[str] = None) -> str:
     """The provenance line every figure and table of this run carries."""
-    return provenance.stamp(profile, dataset, commit, _changed_parameters)
+    return provenance.stamp(profile, dataset, commit, provenance.parameters_text(_changed_parameters))
 
 
 def set_figures_dir(path: Optional[object]) -> None:
@@ -81,8 +85,9 @@ def set_figures_dir(path: Optional[object]) -> None:
 
 
 def figures_dir(profile: str) -> Path:
-    """Where this run's figures go (:func:`fmd.profiles.figures_dir` with its ``figures_dir``)."""
-    return profiles.figures_dir(profile, _figures_override)
+    """Where this run's figures go (:func:`fmd.profiles.figures_dir` with its ``figures_dir`` and the
+    parameters it changed)."""
+    return profiles.figures_dir(profile, _figures_override, _changed_parameters)
 
 
 def save_figure(fig: plt.Figure, name: str, *, profile: str, dataset: str) -> List[Path]:
