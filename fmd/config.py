@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from . import runs
 from .conv import CONVS, FMD_ATTENTIONS, FMD_PRESETS, default_schedules
 from .data import DATASETS, TRANSFORMS, check_channels
+from .engine import STRATEGIES
 from .models import DEPTHS, INITS, STEMS
 from .precision import AMP_DTYPES
 
@@ -57,6 +58,12 @@ class TrainConfig:
     gamma: float = 0.1
     seed: int = 0
     threads: Optional[int] = None  # torch.set_num_threads; None: leave torch's default
+    # How the dynamic layers compute (fmd.engine.STRATEGIES): every strategy computes the same
+    # function, so it is not in the run's key. "tune" times each exact strategy on the first
+    # training step (as cudnn.benchmark does) and the run keeps what it picked (the record's
+    # "strategies"; a resumed run reuses them): the rule behind "auto" was measured at CIFAR width
+    # on one CPU and picked a strategy up to 1.6x slower than the fastest at the quick recipe's width.
+    strategy: str = "tune"
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     # Added after the committed runs: in a run's key only away from their defaults (_LATER_FIELDS).
     amp: str = "none"  # autocast: "none" (fp32), "bf16", "fp16" (with a GradScaler)
@@ -121,7 +128,7 @@ class TrainConfig:
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
         """The config stored in a record or checkpoint."""
         _check_fields(values)
-        return cls(**{"init": _LATER_FIELDS["init"], **values})
+        return cls(**{"init": _LATER_FIELDS["init"], **_BEFORE_SETTINGS, **values})
 
     def identity(self) -> Dict[str, Any]:
         """The fields that decide what the run computes: the basis of its key."""
@@ -133,6 +140,8 @@ class TrainConfig:
         for name, default in _LATER_FIELDS.items():
             if kept[name] == default:
                 kept.pop(name)
+        for name in _NOT_IN_KEY:
+            kept.pop(name)
         return kept
 
     def key(self) -> str:
@@ -158,12 +167,18 @@ _LATER_FIELDS = {"amp": "none", "channels_last": False, "compile": False, "world
                  "label_smoothing": 0.0}
 
 
+# Settings of how a run computes, not what: left out of its key.
+_NOT_IN_KEY = ("strategy",)
+# What a record from before a setting existed was computed with.
+_BEFORE_SETTINGS = {"strategy": "auto"}
+
+
 def field_choices() -> Dict[str, Tuple[Any, ...]]:
     """The values a config field with a fixed set of values accepts."""
     return {"recipe": tuple(RECIPES) + ("custom",), "dataset": DATASETS, "transform": TRANSFORMS,
             "conv": tuple(CONVS), "depth": tuple(DEPTHS), "stem": STEMS, "init": INITS,
             "preset": FMD_PRESETS,
-            "lr_schedule": LR_SCHEDULES, "amp": ("none", *AMP_DTYPES)}
+            "lr_schedule": LR_SCHEDULES, "amp": ("none", *AMP_DTYPES), "strategy": STRATEGIES}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -226,10 +241,10 @@ RECIPES: Dict[str, Dict[str, Any]] = {
                   anneal_epochs=0.5, warmup_epochs=0.5),
     # Seconds: the synthetic set and a width-8 ResNet-18, for tests and CI. One thread: a model
     # this small is bound by per-op overhead, and a second thread spinning on a shared machine
-    # made it up to 5× slower.
+    # made it up to 5× slower. Strategy "auto", a fixed rule: two runs that tests compare compute alike.
     "smoke": dict(dataset="synthetic", transform="cifar", stem="imagenet", width=8, epochs=2,
                   batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, lr_schedule="cosine",
-                  anneal_epochs=0.5, threads=1),
+                  anneal_epochs=0.5, threads=1, strategy="auto"),
 }
 
 

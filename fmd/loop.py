@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .config import TrainConfig
+from .conv import DynamicConv2dBase
 from .data import BatchLoader
 from .metrics import topk_correct
 from .models import ResNet
@@ -44,6 +45,22 @@ def build_model(config: TrainConfig, num_classes: int, in_channels: int) -> ResN
     return ResNet(config.depth, conv=config.conv, num_classes=num_classes, stem=config.stem,
                   width=config.width, in_channels=in_channels, init=config.init,
                   **config.conv_options())
+
+
+def set_strategies(model: nn.Module, strategies: Union[str, Mapping[str, str]]) -> None:
+    """Set how each dynamic layer computes: one strategy for all, or layer name → strategy."""
+    for name, layer in model.named_modules():
+        if isinstance(layer, DynamicConv2dBase):
+            chosen = strategies if isinstance(strategies, str) else strategies.get(name)
+            if chosen is not None:
+                layer.strategy = chosen
+
+
+def used_strategies(model: nn.Module) -> Dict[str, str]:
+    """Layer name → the strategy each dynamic layer's last forward computed with ("tune" and
+    "auto" resolved); layers not run yet, or run inside a compiled graph, are left out."""
+    return {name: layer.last_strategy for name, layer in model.named_modules()
+            if isinstance(layer, DynamicConv2dBase) and layer.last_strategy is not None}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,7 +26,7 @@ def _finite(value: float) -> Optional[float]:
 def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: nn.Module,
                  train_set: Any, test_set: Any, test_loader: BatchLoader, history: List[Dict[str, Any]],
                  elapsed: float, sessions: int, git: Dict[str, Any], context: distributed.Context,
-                 workers: int) -> runs.RunRecord:
+                 workers: int, strategies: Dict[str, str]) -> runs.RunRecord:
     from .complexity import count_macs, count_params  # here: complexity pulls in thop
 
     input_shape = (1, *test_loader.output_shape())
@@ -70,6 +70,7 @@ def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: 
                         "global_batch": config.batch_size * context.world_size},
         "precision": {"amp": config.amp, "channels_last": config.channels_last,
                       "compile": config.compile},
+        "strategies": strategies,
         **({"loader_workers": workers} if config.dataset == "imagenet" else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

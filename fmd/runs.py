@@ -56,7 +56,8 @@ class RunRecord(TypedDict, total=False):
     """The schema of ``record.json``, as :func:`fmd.record.make_record` writes it; every reader reads
     these keys. Records committed before a key existed lack it (``total=False``): ``kernel_entropy``
     (FMDConv runs with a kernel attention, since the entropies were recorded), ``loader_workers``
-    (image-folder runs), ``precision`` and ``distributed`` (since those options existed)."""
+    (image-folder runs), ``precision`` and ``distributed`` (since those options existed),
+    ``strategies`` (since a run could tune them; earlier runs computed with "auto")."""
 
     name: str
     key: str
@@ -83,6 +84,7 @@ class RunRecord(TypedDict, total=False):
     threads: int
     distributed: Dict[str, Any]
     precision: Dict[str, Any]  # amp, channels_last, compile
+    strategies: Dict[str, str]  # dynamic layer → the engine strategy the run computed it with
     loader_workers: int
     created: str  # ISO 8601, UTC
 

@@ -34,7 +34,7 @@ from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, _read_checkpoint, 
 from .config import RECIPES, TrainConfig, field_choices, make_config
 from .data import config_loaders
 from .loop import (NonFiniteLossError, build_model, evaluate, lr_factor, resolve_device,
-                   train_epoch)
+                   set_strategies, train_epoch, used_strategies)
 from .provenance import git_state
 from .record import make_record, measure_kernel_entropy
 
@@ -194,6 +194,7 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
     if not context.main:
         train_set, test_set, train_loader, test_loader = load()
     model = build_model(config, train_set.num_classes, train_set.channels).to(device)
+    set_strategies(model, config.strategy)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.sync_bn:
@@ -221,6 +222,10 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
         _set_rng_state(state["rng"])
         start_epoch, history = state["epoch"], list(state["history"])
         elapsed, sessions, git = state["elapsed_s"], state["sessions"] + 1, state["git"]
+    # The strategies the run's first training step picked ("tune" times them there): a resumed run
+    # computes as the interrupted one did.
+    strategies: Dict[str, str] = dict(state.get("strategies", {})) if state is not None else {}
+    set_strategies(model, strategies)
     net: nn.Module = model
     if context.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -242,6 +247,9 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
                           progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}", amp=config.amp,
                           channels_last=config.channels_last, scaler=scaler,
                           label_smoothing=config.label_smoothing, context=context)
+        if not strategies:
+            strategies = used_strategies(model)
+            set_strategies(model, strategies)  # evaluation and later epochs compute the same way
         test = evaluate(model, test_loader, amp=config.amp, channels_last=config.channels_last,
                         context=context)
         row = {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],
@@ -265,6 +273,7 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
                 "scheduler": scheduler.state_dict(), "loader": loaders[0], "rng": _rng_state(),
                 "history": history, "elapsed_s": elapsed + time.perf_counter() - session_start,
                 "sessions": sessions, "git": git, "scaler": scaler.state_dict(),
+                "strategies": strategies,
                 **({"rank_loaders": loaders} if context.world_size > 1 else {})})
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < config.epochs:
             say(f"stopped after epoch {epoch + 1}; continue with resume=True (--resume)")
@@ -272,7 +281,7 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
     elapsed += time.perf_counter() - session_start
 
     record = make_record(config, identity, key, model, train_set, test_set, test_loader, history,
-                          elapsed, sessions, git, context, workers)
+                          elapsed, sessions, git, context, workers, strategies)
     if context.main:
         say(f"record: {runs.write_record(record, runs_root)}")
     context.barrier()  # the record is on disk when any rank returns

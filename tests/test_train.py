@@ -69,6 +69,23 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert temperatures == [{"kernel": 34.0, "gate": 1.0}] * 2
 
 
+def test_a_tuned_run_records_its_strategies_and_a_resumed_run_keeps_them(tmp_path):
+    config = tiny(conv="fmdconv", strategy="tune")
+    assert config.key() == tiny(conv="fmdconv").key()  # how a run computes is not what it computes
+    assert quiet(config, tmp_path, stop_after=1) is None
+    ckpt = checkpoint_path(config, tmp_path)
+    state = load_checkpoint(ckpt, config)
+    dynamic = [name for name, m in build_model(config, 10, 3).named_modules()
+               if isinstance(m, loop_module.DynamicConv2dBase)]
+    assert sorted(state["strategies"]) == sorted(dynamic)
+    # Whatever the first step picked, a resumed run computes as the checkpoint says.
+    state["strategies"] = {name: "kfold_im2col" for name in dynamic}
+    train_module.save_checkpoint(ckpt, state)
+    resumed = quiet(config, tmp_path, resume=True)
+    assert resumed["strategies"] == state["strategies"]
+    assert resumed["config"]["strategy"] == "tune"
+
+
 def test_corrupt_checkpoint_is_refused_with_a_clear_error(tmp_path):
     config = tiny()
     quiet(config, tmp_path, stop_after=1)
@@ -378,7 +395,7 @@ def test_label_smoothing_enters_the_key_only_when_set_and_is_checked():
 def test_every_committed_record_fits_the_typed_run_record():
     import typing
 
-    optional = {"kernel_entropy", "loader_workers", "precision", "distributed"}
+    optional = {"kernel_entropy", "loader_workers", "precision", "distributed", "strategies"}
     required = set(typing.get_type_hints(runs.RunRecord)) - optional
     rows = set(typing.get_type_hints(runs.HistoryRow))
     final = set(typing.get_type_hints(runs.FinalMetrics))
