@@ -39,3 +39,23 @@ def test_markdown_holds_no_measured_number(path):
              if c["cell_type"] == "markdown"}
     assert not {i: hits for i, hits in found.items() if hits}, \
         f"{path.name}: Markdown cells type measured numbers; print them from a cell instead"
+
+
+def test_chapter_03s_summary_states_what_its_tables_found():
+    from fmd.chapters import ch03_training as ch03
+
+    def row(conv, top1, std, params, macs, speed):
+        return {"depth": 18, "conv": conv, "top-1 (%)": top1, "top-1 std (pp)": std, "epochs": 3,
+                "Δ top-1 vs static (pp)": round(top1 - 85.0, 2),
+                "beyond seed spread": abs(top1 - 85.0) > std + 0.5,
+                "params": params, "MACs": macs, "train images/s": speed}
+
+    rows = [row("Static", 85.0, 0.5, 100, 10, 400.0), row("FMDConv", 86.5, 0.5, 400, 20, 100.0),
+            row("ODConv", 84.8, 0.4, 380, 21, 80.0)]
+    init = [{"depth": 18, "conv": "FMDConv", "torch − official (pp)": 2.0, "seed std, official (pp)": 0.5},
+            {"depth": 18, "conv": "ODConv", "torch − official (pp)": 0.1, "seed std, official (pp)": 0.4}]
+    text = ch03.summary_reading({"fashion_mnist": rows}, init)
+    assert "the best dynamic network is FMDConv at 86.50 ± 0.50%, static 85.00 ± 0.50%" in text
+    assert "Above static beyond the seed spread: FMDConv; within the seed spread of static: ODConv." in text
+    assert "3.80–4.00× the static network's parameters and 2.00–2.10× its MACs" in text
+    assert "moves FMDConv by more than twice its seed std" in text

@@ -134,14 +134,46 @@ def seed_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
             for (d, s, c), r in records.items()]
 
 
+def _by_depth(rows: Sequence[Mapping[str, Any]]) -> Dict[int, Tuple[Optional[Mapping[str, Any]],
+                                                                     List[Mapping[str, Any]]]]:
+    """Per depth of :func:`accuracy_rows`: the static row (or None) and the dynamic rows, best first."""
+    out = {}
+    for depth in dict.fromkeys(r["depth"] for r in rows):
+        group = [r for r in rows if r["depth"] == depth]
+        static = next((r for r in group if r["conv"] == conv_label("static")), None)
+        out[depth] = static, sorted((r for r in group if r is not static), key=lambda r: -r["top-1 (%)"])
+    return out
+
+
+def _against_static(static: Mapping[str, Any], dynamic: Sequence[Mapping[str, Any]]) -> str:
+    """Which dynamic rows end above, below or within static's seed spread, and which have one seed."""
+    spread = [r for r in dynamic if r["top-1 std (pp)"] is not None and static["top-1 std (pp)"] is not None]
+    beyond = [r for r in spread if r["beyond seed spread"]]
+    gain = "Δ top-1 vs static (pp)"
+    parts = [f"{what}: {', '.join(names)}" for what, names in (
+        ("above static beyond the seed spread", [r["conv"] for r in beyond if r[gain] > 0]),
+        ("below static beyond the seed spread", [r["conv"] for r in beyond if r[gain] < 0]),
+        ("within the seed spread of static", [r["conv"] for r in spread if r not in beyond]),
+        ("one seed, so no spread to weigh the differences against",
+         [r["conv"] for r in dynamic if r not in spread])) if names]
+    joined = "; ".join(parts)
+    return f"{joined[:1].upper()}{joined[1:]}."
+
+
+def _cost(static: Mapping[str, Any], dynamic: Sequence[Mapping[str, Any]]) -> str:
+    """The dynamic rows' parameters, MACs and training throughput as multiples of static's."""
+    speed = [r["train images/s"] / static["train images/s"] for r in dynamic]
+    return (f"{span([r['params'] / static['params'] for r in dynamic], '×')} the static network's "
+            f"parameters and {span([r['MACs'] / static['MACs'] for r in dynamic], '×')} its MACs per "
+            f"image, and train at {span(speed, '×')} its throughput")
+
+
 def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     """The prose under the accuracy table, in Markdown, written from :func:`accuracy_rows`."""
     lines = ["**Reading** (every number from the table above; a difference is *beyond the seed "
              "spread* when the two mean ± std intervals do not overlap):", ""]
-    for depth in dict.fromkeys(r["depth"] for r in rows):
+    for depth, (static, dynamic) in _by_depth(rows).items():
         group = [r for r in rows if r["depth"] == depth]
-        static = next((r for r in group if r["conv"] == conv_label("static")), None)
-        dynamic = sorted((r for r in group if r is not static), key=lambda r: -r["top-1 (%)"])
         seeds = span([r["seeds"] for r in group], "", 0)
         order = ", ".join(f"{r['conv']} {pm(r['top-1 (%)'], r['top-1 std (pp)'], unit='%')}"
                           for r in dynamic)
@@ -151,24 +183,7 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             text += (f"static {pm(static['top-1 (%)'], static['top-1 std (pp)'], unit='%')}; ")
         text += f"dynamic, best first: {order}."
         if static is not None and dynamic:
-            spread = [r for r in dynamic if r["top-1 std (pp)"] is not None
-                      and static["top-1 std (pp)"] is not None]
-            beyond = [r for r in spread if r["beyond seed spread"]]
-            above = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] > 0]
-            below = [r["conv"] for r in beyond if r["Δ top-1 vs static (pp)"] < 0]
-            within = [r["conv"] for r in spread if r not in beyond]
-            single = [r["conv"] for r in dynamic if r not in spread]
-            parts = []
-            if above:
-                parts.append(f"above static beyond the seed spread: {', '.join(above)}")
-            if below:
-                parts.append(f"below static beyond the seed spread: {', '.join(below)}")
-            if within:
-                parts.append(f"within the seed spread of static: {', '.join(within)}")
-            if single:
-                parts.append(f"one seed, so no spread to weigh the differences against: {', '.join(single)}")
-            joined = "; ".join(parts)
-            text += f" {joined[:1].upper()}{joined[1:]}."
+            text += " " + _against_static(static, dynamic)
         chance = math.log(group[0]["classes"])
         stalled = [r["conv"] for r in group if r["first-epoch train loss"] > chance]
         if stalled:
@@ -192,20 +207,12 @@ def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     parameters, MACs and training throughput of each dynamic conv against the static network."""
     lines = ["**Cost** (from the table above; throughputs on the machine and threads named in the "
              "records, comparable within one machine only):", ""]
-    for depth in dict.fromkeys(r["depth"] for r in rows):
-        group = [r for r in rows if r["depth"] == depth]
-        static = next((r for r in group if r["conv"] == conv_label("static")), None)
-        dynamic = [r for r in group if r is not static]
+    for depth, (static, dynamic) in _by_depth(rows).items():
         if static is None or not dynamic:
             continue
         slowest = min(dynamic, key=lambda r: r["train images/s"])
-        speed = [r["train images/s"] / static["train images/s"] for r in dynamic]
-        lines.append(
-            f"* **ResNet-{depth}**: the dynamic networks hold "
-            f"{span([r['params'] / static['params'] for r in dynamic], '×')} the static network's "
-            f"parameters and {span([r['MACs'] / static['MACs'] for r in dynamic], '×')} its MACs per "
-            f"image, and train at {span(speed, '×')} "
-            f"its throughput; the slowest to train is {slowest['conv']}.")
+        lines.append(f"* **ResNet-{depth}**: the dynamic networks hold {_cost(static, dynamic)}; the "
+                     f"slowest to train is {slowest['conv']}.")
     return "\n".join(lines)
 
 
@@ -240,9 +247,40 @@ def init_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     """Which convs the initialisation moves by more than twice their seed std, in Markdown."""
     if not rows:
         return "No run of both initialisations is stored."
-    moved = [r for r in rows if r["seed std, official (pp)"] is not None
-             and abs(r["torch − official (pp)"]) > 2 * r["seed std, official (pp)"]]
     text = ", ".join(f"{r['conv']} {r['torch − official (pp)']:+.2f} pp" for r in rows)
     return (f"**Reading** (one seed per initialisation; every number from the table above): PyTorch's "
             f"initialisation against the official one: {text}. Moved by more than twice its seed std: "
-            + (", ".join(r["conv"] for r in moved) if moved else "none") + ".")
+            + (", ".join(_moved(rows)) or "none") + ".")
+
+
+def _moved(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The convs of :func:`init_rows` that the initialisation moves by more than twice their seed std."""
+    return [r["conv"] for r in rows if r["seed std, official (pp)"] is not None
+            and abs(r["torch − official (pp)"]) > 2 * r["seed std, official (pp)"]]
+
+
+def summary_reading(readings: Mapping[str, Sequence[Mapping[str, Any]]],
+                    init_table: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The chapter's findings, in Markdown, from its tables: section 5's :func:`accuracy_rows` (per
+    dataset, ``readings``) and section 7's :func:`init_rows` (``init_table``)."""
+    lines = ["**What this run found** (every number from the tables of sections 5 and 7):", ""]
+    for dataset, rows in readings.items():
+        for depth, (static, dynamic) in _by_depth(rows).items():
+            if not dynamic:
+                continue
+            best = dynamic[0]
+            epochs = span([r["epochs"] for r in rows if r["depth"] == depth], "", 0)
+            text = (f"* **{dataset}, ResNet-{depth}**, {epochs} epoch{'s' * (epochs != '1')}: the best "
+                    f"dynamic network is {best['conv']} at "
+                    f"{pm(best['top-1 (%)'], best['top-1 std (pp)'], unit='%')}")
+            if static is not None:
+                text += (f", static {pm(static['top-1 (%)'], static['top-1 std (pp)'], unit='%')}. "
+                         f"{_against_static(static, dynamic)} The dynamic networks hold "
+                         f"{_cost(static, dynamic)}.")
+            lines.append(text + ("" if static is not None else "."))
+    if init_table:
+        moved = _moved(init_table)
+        lines.append(f"* **Initialisation** (ResNet-{init_table[0]['depth']}, one seed): PyTorch's "
+                     "initialisation instead of the official one moves "
+                     + (", ".join(moved) if moved else "no network") + " by more than twice its seed std.")
+    return "\n".join(lines)
