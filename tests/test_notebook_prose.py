@@ -59,3 +59,18 @@ def test_chapter_03s_summary_states_what_its_tables_found():
     assert "Above static beyond the seed spread: FMDConv; within the seed spread of static: ODConv." in text
     assert "3.80–4.00× the static network's parameters and 2.00–2.10× its MACs" in text
     assert "moves FMDConv by more than twice its seed std" in text
+
+
+def test_chapter_04_ranks_k_only_beyond_the_seed_range_as_it_does_t_k():
+    from fmd.chapters import ch04_temperature_and_k as ch04
+
+    def record(top1):
+        return {"config": {"dataset": "d", "epochs": 3, "kernel_temperature": 34.0},
+                "final": {"test_top1": top1, "test_top5": 99.0}}
+
+    temperatures = {1.0: record(80.0), 10.0: record(78.0), 34.0: record(76.0)}
+    kernels = {1: record(84.1), 2: record(84.0), 4: record(84.3)}
+    text = ch04.figure5_reading(temperatures, kernels, kernels[4], None, seed_range=1.0)
+    assert "0 of the 2 gaps between neighbouring initial temperatures and 2 of the 2 gaps between " \
+           "neighbouring $K$" in text
+    assert "the best and the worst $K$ are 0.30 pp apart, within it: these runs do not rank $K$" in text

@@ -272,13 +272,22 @@ def figure5_reading(temperature_records: Mapping[float, Record], kernel_records:
     top5 = [r["final"]["test_top5"] for r in (*temperature_records.values(), *kernel_records.values())]
     lines.append(f"* **Top-5** spans {span(top5)} over the same runs.")
     if seed_range is not None:
-        gaps = [abs(top1(a) - top1(b)) for (_, a), (_, b) in zip(by_t, by_t[1:])]
-        below = sum(g <= seed_range for g in gaps)
-        lines += ["", f"The seeds of the reference run span {seed_range:.2f} pp (section 4); "
-                      f"{below} of the {len(gaps)} gaps between neighbouring initial temperatures "
-                      f"{'is' if below == 1 else 'are'} no larger than that. A range over a few seeds "
-                      "is a lower bound of the noise, not a confidence interval: a gap a few times "
-                      "larger can still be chance."]
+        # Both sweeps get the same check: a gap no larger than the seed range ranks nothing.
+        counts = []
+        for sweep, between in ((by_t, "neighbouring initial temperatures"), (by_k, "neighbouring $K$")):
+            gaps = [abs(top1(a) - top1(b)) for (_, a), (_, b) in zip(sweep, sweep[1:])]
+            if gaps:
+                within = sum(g <= seed_range for g in gaps)
+                counts.append(f"{within} of the {len(gaps)} gaps between {between}")
+        text = f"The seeds of the reference run span {seed_range:.2f} pp (section 4)"
+        if counts:
+            text += ". No larger than that: " + " and ".join(counts)
+        if len(by_k) >= 2:
+            gap = top1(best[1]) - top1(worst[1])
+            text += (f"; the best and the worst $K$ are {gap:.2f} pp apart, "
+                     + ("beyond it" if gap > seed_range else "within it: these runs do not rank $K$"))
+        lines += ["", text + ". A range over a few seeds is a lower bound of the noise, not a confidence "
+                      "interval: a gap a few times larger can still be chance."]
     return "\n".join(lines)
 
 
