@@ -22,12 +22,17 @@ def _strategy_cases():
         layer = C.make_conv(conv, 16, 16, 3, 1, 1)
         for strategy in applicable_strategies(layer.attend(torch.zeros(2, 16, 8, 8)), layer.geometry):
             cases.append(pytest.param(conv, strategy, id=f"{conv}-{strategy}"))
+            if strategy == "grouped":  # also with the per-sample kernels rebuilt in backward
+                cases.append(pytest.param(conv, "grouped-rebuilt", id=f"{conv}-grouped-rebuilt"))
     return cases
 
 
 @pytest.mark.parametrize("conv,strategy", _strategy_cases())
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_every_strategy_runs_under_autocast_close_to_fp32(conv, strategy, amp):
+def test_every_strategy_runs_under_autocast_close_to_fp32(conv, strategy, amp, monkeypatch):
+    if strategy == "grouped-rebuilt":
+        monkeypatch.setattr("fmd.engine.RECOMPUTE_MIN_KERNEL_BYTES", 0)
+    rebuilt, strategy = strategy == "grouped-rebuilt", strategy.replace("-rebuilt", "")
     torch.manual_seed(0)
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     layer = C.make_conv(conv, 16, 16, 3, 1, 1).train()
@@ -46,10 +51,11 @@ def test_every_strategy_runs_under_autocast_close_to_fp32(conv, strategy, amp):
     xa = x.clone().requires_grad_()
     with torch.autocast("cpu", dtype=dtype):
         out = layer(xa)
-    # The two strategies with autograd Functions of their own compute in the bank's dtype under
-    # autocast (fmd.engine._in_bank_dtype: autocast does not reach their out= products and explicit
-    # backward calls); the others in autocast's.
-    in_bank_dtype = strategy in ("grouped", "sample_im2col")
+    # The autograd Functions of the engine's own compute in the bank's dtype under autocast
+    # (fmd.engine._in_bank_dtype: autocast does not reach their out= products and explicit backward
+    # calls): sample_im2col's, and grouped's only above RECOMPUTE_MIN_KERNEL_BYTES, far above this
+    # layer's kernels; the others compute in autocast's.
+    in_bank_dtype = strategy == "sample_im2col" or rebuilt
     assert out.dtype == (torch.float32 if in_bank_dtype else dtype) and layer.last_strategy == strategy
     out.float().square().sum().backward()
     # Within a few times the static convolution's own rounding (bf16 keeps 8 bits, fp16 11).

@@ -199,18 +199,34 @@ def test_tuned_strategy_is_exact_cached_and_visible():
     torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_training_keeps_no_per_sample_kernels_for_backward():
-    # The per-sample kernels are rebuilt in backward, not saved: no tensor saved for the backward
-    # pass has their B·|W| elements (with and without the gates folded into them).
-    for size in (6, 14):  # 14: both gates are folded into the kernels
-        layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="grouped").train()
-        x = torch.randn(8, 16, size, size, requires_grad=True)
+def test_grouped_training_rebuilds_large_per_sample_kernels_and_keeps_small_ones(monkeypatch):
+    # Above RECOMPUTE_MIN_KERNEL_BYTES the per-sample kernels are rebuilt in backward, not saved: no
+    # tensor saved for the backward pass has their B·|W| elements (with and without the gates
+    # folded into them); below it autograd keeps them. Both give the same gradients.
+    import fmd.engine as engine
+
+    def saved_shapes(layer, x):
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t, seen=saved: seen.append(t.shape) or t,
                                                       lambda t: t):
             out = layer(x)
-        assert saved and all(s.numel() != 8 * layer.weight[0].numel() for s in saved), saved
+        return out, saved
+
+    for size in (6, 14):  # 14: both gates are folded into the kernels
+        layer = make_conv("fmdconv", 16, 16, 3, padding=1, strategy="grouped").train()
+        x = torch.randn(8, 16, size, size, requires_grad=True)
+        per_sample = 8 * layer.weight[0].numel()
+        assert per_sample * 4 < engine.RECOMPUTE_MIN_KERNEL_BYTES
+        out, saved = saved_shapes(layer, x)
+        assert any(s.numel() == per_sample for s in saved), saved
         assert_same_gradients(layer, x, out)
+        monkeypatch.setattr(engine, "RECOMPUTE_MIN_KERNEL_BYTES", 0)
+        layer.zero_grad()
+        x.grad = None
+        out, saved = saved_shapes(layer, x)
+        assert saved and all(s.numel() != per_sample for s in saved), saved
+        assert_same_gradients(layer, x, out)
+        monkeypatch.undo()
 
 
 def test_a_fixed_batch_1_export_mixes_then_convolves_with_no_k_fold_convolution():
