@@ -137,7 +137,11 @@ class AttentionTrunk(nn.Module):
         self.norm = make_trunk_norm(norm, self.width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.norm(self.fc(global_pool(x))))
+        return self.from_pooled(global_pool(x))
+
+    def from_pooled(self, pooled: Tensor) -> Tensor:
+        """The trunk from ``GAP(x)`` (B×C), for a layer whose branches share one pooling."""
+        return F.relu(self.norm(self.fc(pooled)))
 
 
 def kernel_attention_width(in_channels: int, kernel_num: int, ratio: float) -> int:
@@ -167,7 +171,11 @@ class KernelAttention(nn.Module):
         self.head = SoftmaxAttention(hidden, kernel_num, temperature)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(F.relu(self.fc(global_pool(x))))
+        return self.from_pooled(global_pool(x))
+
+    def from_pooled(self, pooled: Tensor) -> Tensor:
+        """The attention from ``GAP(x)`` (B×C), for a layer whose branches share one pooling."""
+        return self.head(F.relu(self.fc(pooled)))
 
 
 class ExpertRouting(nn.Module):

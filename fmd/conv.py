@@ -17,7 +17,7 @@ from torch.nn.modules.utils import _pair
 
 from .attention import (Attention, AttentionTrunk, ExpertRouting, KernelAttention, SigmoidGate,
                         SoftmaxAttention, check_paper_kernel_temperature, check_temperature,
-                        iter_tempered)
+                        global_pool, iter_tempered)
 from .engine import Geometry, check_strategy, resolve_strategy, run_strategy
 from .temperature import Schedule, dyconv_schedules, fmdconv_schedules, odconv_schedules
 
@@ -322,10 +322,12 @@ class FMDConv2d(DynamicConv2dBase):
                                  if "kernel" in attentions else None)
 
     def attend(self, x: Tensor) -> Attention:
-        z = self.trunk(x) if self.trunk is not None else None
+        # Both branches read GAP(x): pooled once (its backward is a pass over the whole input map).
+        pooled = global_pool(x) if self.trunk is not None or self.kernel_attention is not None else None
+        z = self.trunk.from_pooled(pooled) if self.trunk is not None else None
         return Attention(
             input=None if self.input_head is None else self.input_head(z),
-            kernel=None if self.kernel_attention is None else self.kernel_attention(x),
+            kernel=None if self.kernel_attention is None else self.kernel_attention.from_pooled(pooled),
             output=None if self.output_head is None else self.output_head(z),
         )
 
