@@ -50,6 +50,7 @@ class Case:
     mode: str  # "infer" or "train"
     width: int = 64
     num_classes: int = 1000
+    channels: int = 3  # input channels (Fashion-MNIST's quick recipe: 1)
 
 
 CASES = {
@@ -60,8 +61,16 @@ CASES = {
     # small cases for a quick look and for the test suite
     "r18w16-cifar-b32-train": Case("r18w16-cifar-b32-train", 18, "cifar", 32, 32, "train", 16, 10),
     "r18w16-cifar-b1-infer": Case("r18w16-cifar-b1-infer", 18, "cifar", 32, 1, "infer", 16, 10),
+    # the quick recipe's training step (Fashion-MNIST 1×32×32, ResNet-18 width 16, batch 128) with
+    # the ImageNet stem (8×8 maps in the first stage) and the small stem (16×16)
+    "quick-imagenet-stem-train": Case("quick-imagenet-stem-train", 18, "imagenet", 32, 128, "train",
+                                      16, 10, channels=1),
+    "quick-small-stem-train": Case("quick-small-stem-train", 18, "small", 32, 128, "train", 16, 10,
+                                   channels=1),
 }
-DEFAULT_CASES = ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer", "r50-cifar-b32-train")
+QUICK_CASES = ("quick-imagenet-stem-train", "quick-small-stem-train")
+DEFAULT_CASES = ("r18-224-b1-infer", "r18-cifar-b128-train", "r50-224-b1-infer", "r50-cifar-b32-train",
+                 *QUICK_CASES)
 BREAKDOWN_CASES = ("r18-224-b1-infer", "r50-224-b1-infer")
 
 
@@ -163,6 +172,11 @@ def _backend_step(model: torch.nn.Module, case: Case, setting: Setting, x: torch
     return train_step(model, x.shape, case.num_classes, amp)
 
 
+def _strategies_used(model: torch.nn.Module) -> List[str]:
+    """The engine strategies the model's dynamic layers computed their last forward with."""
+    return sorted({m.last_strategy for m in model.modules() if getattr(m, "last_strategy", None)})
+
+
 def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
     """Worker process: build one network for one case, then time it whenever the parent asks.
 
@@ -175,9 +189,9 @@ def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(setting.threads)
     options = {} if conv == "static" else {"strategy": strategy}
-    model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width,
+    model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width, case.channels,
                    **options).to(setting.device)
-    x = torch.randn(case.batch, 3, case.size, case.size, device=setting.device)
+    x = torch.randn(case.batch, case.channels, case.size, case.size, device=setting.device)
     with torch.no_grad():
         expected = model.eval()(x)
     if setting.dynamic_batch:  # the traced graph's choice, not eager's at this batch
@@ -185,13 +199,15 @@ def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
             used = sorted({batch_free_strategy(applicable_strategies(layer.attend(inp), layer.geometry))
                            for layer, inp in _dynamic_layer_inputs(model, x)})
     else:
-        used = sorted({m.last_strategy for m in model.modules() if getattr(m, "last_strategy", None)})
+        used = _strategies_used(model)
     sync = sync_for(torch.device(setting.device))
     if setting.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     base = _start_peak_rss()
     step = _backend_step(model, case, setting, x)
     out = step()  # the first run compiles the graph (torch.compile) or plans it (onnxruntime)
+    if case.mode == "train" and setting.backend == "eager":  # what the training step computed with
+        used = _strategies_used(model)
     difference = _relative_difference(out, expected) if case.mode == "infer" else float("nan")
     time_runs(step, 3 if case.mode == "infer" else 2, sync)
     print(json.dumps({"ready": conv}), flush=True)
