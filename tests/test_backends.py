@@ -198,3 +198,24 @@ def test_chapter_tables_keep_to_one_backend(tmp_path):
     assert sorted(load_bench_tables([tmp_path])) == ["bench_cpu_eager.json", "bench_cpu_old.json"]
     assert list(load_bench_tables([tmp_path], backend="compile")) == ["bench_cpu_compile.json"]
     assert len(load_bench_tables([tmp_path], backend=None)) == 4
+
+
+def test_training_speed_rows_compare_time_with_the_mac_ratio_and_the_targets():
+    from fmd.bench import QUICK_CASES
+    from fmd.chapters import ch07_speed as ch07
+
+    def row(conv, seconds, strategy="tune"):
+        return {"name": QUICK_CASES[0], "mode": "train", "conv": conv, "strategy_forced": strategy,
+                "median_s": seconds, "time_ratio": seconds / 0.1, "memory_ratio": 1.5,
+                "strategies": "grouped", "threads": "1", "device": "cpu", "cpu": "a CPU", "cores": 2,
+                "torch": "2.14.1", "commit": "abc1234"}
+    table = [row("static", 0.1, "auto"), row("fmdconv", 0.2), row("odconv", 0.4)]
+    rows = ch07.training_speed_rows({"bench_cpu_eager.json": table}, QUICK_CASES)
+    assert [r["conv"] for r in rows] == ["fmdconv", "odconv"]
+    fmd_row = rows[0]
+    assert fmd_row["time ×static"] == 2.0 and fmd_row["MACs ×static"] == pytest.approx(2.19, abs=0.01)
+    reading = ch07.training_speed_reading(rows)
+    # FMDConv: 2.0 <= 1.1 × 2.19; ODConv: 4.0 > 1.25 × its MAC ratio.
+    assert "fmdconv with strategy `tune` (grouped): ×2.00" in reading and "is met." in reading
+    assert reading.count("is not met") == 1
+    assert ch07.training_speed_reading([]).startswith("No benchmark table")

@@ -189,6 +189,57 @@ def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Di
             for name, table in tables.items() for r in table]
 
 
+# Issue 24's targets for the quick recipe's training step: a dynamic network's time ratio to
+# static within this multiple of its MAC ratio.
+TRAINING_TARGETS = {"fmdconv": 1.1, "odconv": 1.25}
+
+
+def training_speed_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]],
+                        cases: Sequence[str]) -> List[Dict[str, Any]]:
+    """The training-step rows of ``cases`` (:data:`fmd.bench.QUICK_CASES`) in every table: time and
+    memory against static, the MAC ratio of the same network, and the table's machine."""
+    from ..bench import CASES
+    from ..complexity import count_macs
+
+    macs: Dict[Tuple[str, str], int] = {}
+    rows = []
+    for name, table in tables.items():
+        for r in table:
+            if r["name"] not in cases or r["mode"] != "train":
+                continue
+            case = CASES[r["name"]]
+            for conv in ("static", r["conv"]):
+                if (r["name"], conv) not in macs:
+                    model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width, case.channels)
+                    macs[r["name"], conv] = count_macs(model, (1, case.channels, case.size, case.size))
+            key = (r["name"], r["conv"])
+            rows.append({"table": name, "machine": machine_label(table), "threads": r["threads"],
+                         "case": r["name"], "conv": r["conv"], "strategy": r["strategy_forced"],
+                         "median ms": round(1e3 * r["median_s"], 1),
+                         "time ×static": round(r["time_ratio"], 2),
+                         "MACs ×static": round(macs[key] / macs[r["name"], "static"], 2),
+                         "memory ×static": round(r["memory_ratio"], 2), "strategies": r["strategies"]})
+    return [r for r in rows if r["conv"] != "static"]
+
+
+def training_speed_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the training-speed table says against issue 24's targets, from
+    :func:`training_speed_rows`."""
+    if not rows:
+        return "No benchmark table here has the quick recipe's training step."
+    lines = ["**Reading the training-step table** (each ratio is a median over interleaved rounds "
+             "against the static network timed in the same run, on the machine its table names):", ""]
+    for r in rows:
+        target = TRAINING_TARGETS.get(r["conv"])
+        verdict = "" if target is None else (
+            f"; the target ×{target * r['MACs ×static']:.2f} ({target:g} × its MAC ratio) is "
+            + ("met" if r["time ×static"] <= target * r["MACs ×static"] else "not met"))
+        lines.append(f"* {r['case']}, {r['conv']} with strategy `{r['strategy']}` ({r['strategies']}): "
+                     f"×{r['time ×static']:.2f} the static step's time at ×{r['MACs ×static']:.2f} its "
+                     f"MACs, memory ×{r['memory ×static']:.2f}{verdict}.")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Backends
 
