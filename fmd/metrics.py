@@ -103,7 +103,8 @@ def kernel_attentions(model: nn.Module, x: Tensor, chunk: int = 256) -> Dict[str
         if isinstance(module, FMDConv2d) and module.kernel_attention is not None:
             def hook(_m: nn.Module, _inputs: Any, pi: Tensor, name: str = name) -> None:
                 found.setdefault(name, []).append(pi)
-            hooks.append(module.kernel_attention.register_forward_hook(hook))
+            # On the head: FMDConv2d.attend calls the branch through from_pooled, not as a module.
+            hooks.append(module.kernel_attention.head.register_forward_hook(hook))
     try:
         with torch.inference_mode():
             for part in x.split(chunk):
