@@ -311,7 +311,7 @@ def _chunks(weight: Tensor, batch: int) -> List[slice]:
 
 
 def _conv_sample_im2col(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
-                  geo: Geometry) -> Tensor:
+                        geo: Geometry) -> Tensor:
     """Per-sample kernels applied as a batched matmul to the im2col columns, a few samples at a time.
 
     The same arithmetic as one static convolution (not K times it, as the K-fold strategies),
@@ -406,7 +406,7 @@ def _mix_outputs(y: Tensor, kernel: Tensor, groups: int, out_channels: int) -> T
 
 
 def _conv_kfold(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
-                   geo: Geometry) -> Tensor:
+                geo: Geometry) -> Tensor:
     """K convolutions in one call (K·O output channels), mixed by π afterwards.
 
     Costs K times the convolution's arithmetic but runs as one large, efficient convolution.
@@ -419,7 +419,7 @@ def _conv_kfold(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attentio
 
 
 def _conv_kfold_im2col(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: Attention,
-                 geo: Geometry) -> Tensor:
+                       geo: Geometry) -> Tensor:
     """im2col, spatial attention moved onto the input taps, one matmul with all K kernels.
 
     (s_b ⊙ W_k) · X_b = W_k · (s_b ⊙ X_b) because the taps are a contracted dimension.
