@@ -15,7 +15,7 @@ from ..conv import CONV_NAMES
 from ..labels import conv_label
 from ..profiles import depth_seeds, main_config
 from ..train import TrainConfig
-from .common import beyond_spread, mean_std, pm, span
+from .common import CONVERGENCE, GAIN, beyond_spread, convergence_columns, mean_std, pm, provisional, span
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -97,10 +97,13 @@ def run_schedules(records: Mapping[str, Mapping[str, Any]]
 # Tables
 
 
-def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
+def accuracy_rows(records: Mapping[Run, Record],
+                  checks: Optional[Mapping[Tuple[int, str], Record]] = None) -> List[Dict[str, Any]]:
     """One row per (depth, conv) over its seeds: top-1 and top-5 as mean ± std, the Δ of mean
     top-1 against the static network of the same depth and whether it exceeds the seed spread
-    (:func:`fmd.chapters.beyond_spread`), size, MACs, median throughput and mean wall time."""
+    (:func:`fmd.chapters.beyond_spread`), size, MACs, median throughput, mean wall time and the
+    convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``checks``: the check run
+    of a (depth, conv) at 1.5× the epochs, where there is one)."""
     groups = seed_groups(records)
     rows = []
     for (depth, conv), runs in groups.items():
@@ -121,6 +124,7 @@ def accuracy_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
             "eval ms/image": round(float(np.median([r["speed"]["eval_ms_per_image"] for r in runs])), 3),
             "wall time (min)": round(float(np.mean([r["wall_time_s"] for r in runs])) / 60, 1),
             "epochs": len(first["history"]),
+            **convergence_columns(runs, (checks or {}).get((depth, conv)), with_check=checks is not None),
             "first-epoch train loss": round(float(np.mean([r["history"][0]["train_loss"] for r in runs])), 3),
             "classes": first["num_classes"], "runs": " ".join(r["name"] for r in runs),
         })
@@ -190,7 +194,7 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             text += (f" Mean training loss of the first epoch above ln {group[0]['classes']} = {chance:.2f} "
                      f"(worse than a uniform guess; the network barely trains at this recipe): "
                      f"{', '.join(stalled)}.")
-        lines.append(text)
+        lines.append(text + _then(provisional(group, "conv")))
     return "\n".join(lines)
 
 
@@ -227,7 +231,8 @@ def init_configs(configs: Mapping[Run, TrainConfig], depth: int = 18, seed: int 
 def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
               rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Per conv: final top-1 under the official and under PyTorch's initialisation (same seed), the
-    difference, and the seed std of the official runs (``rows``: :func:`accuracy_rows`) for scale."""
+    difference, the seed std of the official runs (``rows``: :func:`accuracy_rows`) for scale, and
+    each run's last-quarter gain (the verdict: the larger gain's)."""
     depth = next(iter(official.values()))["config"]["depth"]
     std = {r["conv"]: r["top-1 std (pp)"] for r in rows if r["depth"] == depth}
     out = []
@@ -239,8 +244,18 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
                     "top-1 official init (%)": a, "top-1 torch init (%)": b,
                     "torch − official (pp)": round(b - a, 2),
                     "seed std, official (pp)": std.get(conv_label(conv)),
+                    **_init_convergence(r, torch_init[conv]),
                     "runs": f"{r['name']} {torch_init[conv]['name']}"})
     return out
+
+
+def _init_convergence(official: Record, torch_init: Record) -> Dict[str, Any]:
+    """The last-quarter gain of both runs of :func:`init_rows` and the verdict of the one that gains
+    more (either still rising leaves the comparison provisional)."""
+    a, b = convergence_columns([official]), convergence_columns([torch_init])
+    worse = max((a, b), key=lambda c: float("inf") if c[GAIN] is None else c[GAIN])
+    return {"last-quarter gain, official (pp)": a[GAIN], "last-quarter gain, torch (pp)": b[GAIN],
+            CONVERGENCE: worse[CONVERGENCE]}
 
 
 def init_reading(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -250,7 +265,12 @@ def init_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     text = ", ".join(f"{r['conv']} {r['torch − official (pp)']:+.2f} pp" for r in rows)
     return (f"**Reading** (one seed per initialisation; every number from the table above): PyTorch's "
             f"initialisation against the official one: {text}. Moved by more than twice its seed std: "
-            + (", ".join(_moved(rows)) or "none") + ".")
+            + (", ".join(_moved(rows)) or "none") + "." + _then(provisional(rows, "conv")))
+
+
+def _then(sentence: str) -> str:
+    """``sentence`` after a space, or nothing where it is empty."""
+    return f" {sentence}" if sentence else ""
 
 
 def _moved(rows: Sequence[Mapping[str, Any]]) -> List[str]:
@@ -277,10 +297,12 @@ def summary_reading(readings: Mapping[str, Sequence[Mapping[str, Any]]],
                 text += (f", static {pm(static['top-1 (%)'], static['top-1 std (pp)'], unit='%')}. "
                          f"{_against_static(static, dynamic)} The dynamic networks hold "
                          f"{_cost(static, dynamic)}.")
-            lines.append(text + ("" if static is not None else "."))
+            group = [r for r in rows if r["depth"] == depth]
+            lines.append(text + ("" if static is not None else ".") + _then(provisional(group, "conv")))
     if init_table:
         moved = _moved(init_table)
         lines.append(f"* **Initialisation** (ResNet-{init_table[0]['depth']}, one seed): PyTorch's "
                      "initialisation instead of the official one moves "
-                     + (", ".join(moved) if moved else "no network") + " by more than twice its seed std.")
+                     + (", ".join(moved) if moved else "no network") + " by more than twice its seed std."
+                     + _then(provisional(init_table, "conv")))
     return "\n".join(lines)

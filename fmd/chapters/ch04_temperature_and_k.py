@@ -19,7 +19,7 @@ from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
 from ..record import ENTROPY_IMAGES, first_images
 from ..train import TrainConfig, build_model, evaluate, load_trained, measure_kernel_entropy
-from .common import measure_latencies, span, top1
+from .common import convergence_columns, measure_latencies, provisional_bullet, span, top1
 
 Record = Dict[str, Any]
 
@@ -143,7 +143,8 @@ def kernel_schedule_rows(configs: Mapping[float, TrainConfig], steps: int = 2000
 
 
 def sweep_rows(sweeps: Mapping[str, Mapping[Hashable, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
-    """One row per run of each named sweep: its knobs, accuracy, final T_k, size and wall time."""
+    """One row per run of each named sweep: its knobs, accuracy, final T_k, size, wall time and
+    its convergence columns (:func:`fmd.chapters.common.convergence_columns`)."""
     rows = []
     for sweep, records in sweeps.items():
         for r in records.values():
@@ -155,7 +156,8 @@ def sweep_rows(sweeps: Mapping[str, Mapping[Hashable, Mapping[str, Any]]]) -> Li
                          "best top-1 (%)": round(r["best_test_top1"], 2),
                          "final T_k": r["history"][-1]["temperatures"].get("kernel"),
                          "params": r["params"], "MACs": r["macs"],
-                         "wall time (s)": round(r["wall_time_s"]), "run": r["name"]})
+                         "wall time (s)": round(r["wall_time_s"]), **convergence_columns([r]),
+                         "run": r["name"]})
     return rows
 
 
@@ -271,6 +273,9 @@ def figure5_reading(temperature_records: Mapping[float, Record], kernel_records:
                      f"$K$ = {worst[0]} the worst.")
     top5 = [r["final"]["test_top5"] for r in (*temperature_records.values(), *kernel_records.values())]
     lines.append(f"* **Top-5** spans {span(top5)} over the same runs.")
+    lines += provisional_bullet([{"run": f"{what} = {v:g}", **convergence_columns([r])}
+                                 for what, sweep in (("$T_k$", by_t), ("$K$", by_k)) for v, r in sweep
+                                 if "history" in r], "run")
     if seed_range is not None:
         # Both sweeps get the same check: a gap no larger than the seed range ranks nothing.
         counts = []

@@ -14,7 +14,7 @@ from .. import profiles
 from ..conv import FMD_ATTENTIONS, FMDConv2d
 from ..metrics import speed_accuracy
 from ..train import TrainConfig
-from .common import beyond_spread, mean_std, pm, run_all, span
+from .common import beyond_spread, convergence_columns, mean_std, pm, provisional_bullet, run_all, span
 
 Record = Dict[str, Any]
 
@@ -113,8 +113,8 @@ def ablation_rows(configs: Mapping[str, TrainConfig],
                   records: Mapping[str, Sequence[Record]],
                   latencies: Mapping[str, Mapping[str, float]]) -> List[Dict[str, Any]]:
     """One row per set: accuracy (mean and std over its seeds' records, ``records[name]``, as
-    :func:`by_set` groups them), params, MACs, latency, and IES/RCS on both cost bases from the mean
-    top-1."""
+    :func:`by_set` groups them), params, MACs, latency, IES/RCS on both cost bases from the mean
+    top-1, and the convergence columns (:func:`fmd.chapters.common.convergence_columns`)."""
     rows = []
     for name, config in configs.items():
         runs = records[name]
@@ -135,7 +135,7 @@ def ablation_rows(configs: Mapping[str, TrainConfig],
                 r["speed"]["eval_ms_per_image"],
             "IES MMACs": by_macs["ies"], "RCS per MMAC": by_macs["rcs"],
             "IES ms": by_time["ies"], "RCS per ms": by_time["rcs"],
-            "train s": statistics.fmean(x["wall_time_s"] for x in runs),
+            "train s": statistics.fmean(x["wall_time_s"] for x in runs), **convergence_columns(runs),
             "run": " ".join(x["name"] for x in runs),
         })
     return rows
@@ -161,10 +161,11 @@ def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     seeds = span([r["seeds"] for r in rows], "", 0)
     lines = [f"**Reading (a)** (mean ± std over {seeds} seed(s) per set; *beyond the spread*: the two "
              "mean ± std intervals do not overlap; every number is read from the table above):", ""]
+    finished = provisional_bullet(rows, "set")
     if any(std is None for _, std in acc.values()):
         lines.append("* One seed per set: there is no spread to weigh the differences against, so "
                      "the table ranks nothing.")
-        return "\n".join(lines)
+        return "\n".join(lines + finished)
     if static is not None:
         above = [r["set"] for r in fmd if r["top1 %"] > static["top1 %"]
                  and beyond_spread(acc[r["set"]], acc["static"])]
@@ -181,7 +182,7 @@ def accuracy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     apart = [r["set"] for r in fmd if r is not best and not beyond_spread(acc[r["set"]], acc[best["set"]])]
     lines.append("* Sets that the seeds cannot tell apart from the best: "
                  + (", ".join(apart) if apart else "none") + ".")
-    return "\n".join(lines)
+    return "\n".join(lines + finished)
 
 
 def cost_reading(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -15,7 +15,7 @@ from .. import reference, runs
 from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
-from .common import run_all
+from .common import convergence_columns, provisional_bullet, run_all
 
 Record = Dict[str, Any]
 
@@ -149,8 +149,9 @@ def full_size_params(depth: int, conv: str, kernel_num: int = 4) -> int:
 
 def backbone_rows(records: Mapping[Tuple[int, str], Record]) -> List[Dict[str, Any]]:
     """The backbone table: per depth and conv, parameters (full-size and as trained), top-1, top-5
-    and training seconds per epoch (mean of the record's epochs), with the official repository's
-    published FMDConv row beside ours (labelled published)."""
+    and training seconds per epoch (mean of the record's epochs), the convergence columns
+    (:func:`fmd.chapters.common.convergence_columns`), with the official repository's published
+    FMDConv row beside ours (labelled published)."""
     rows = []
     for (depth, conv), r in records.items():
         kernel_num = r["config"]["kernel_num"]
@@ -161,7 +162,7 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record]) -> List[Dict[str, A
             "params as trained (M)": round(r["params"] / 1e6, 3),
             "top-1 (%)": round(r["final"]["test_top1"], 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
             "train s/epoch": round(sum(epoch_s) / len(epoch_s), 1),
-            "train images/epoch": r["history"][0]["train_images"],
+            "train images/epoch": r["history"][0]["train_images"], **convergence_columns([r]),
         }
         published = reference.FMDCONV_BACKBONES.get((f"resnet{depth}", "fmdconv_4x"))
         if conv == "fmdconv" and published is not None:
@@ -211,4 +212,6 @@ def backbone_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             text += (f"; the published table, at its own scale, puts ResNet-{top['depth']} first "
                      f"({top['published top-1 (%)']:.2f}%, published)")
         lines.append(text + ".")
+    lines += provisional_bullet([{**r, "network": f"ResNet-{r['depth']} {r['conv']}"} for r in rows],
+                                "network")
     return "\n".join(lines)

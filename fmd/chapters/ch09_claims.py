@@ -20,7 +20,7 @@ from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
 from ..labels import conv_label
 from ..timing import inference_step, interleaved_times, train_step
-from .common import beyond_spread, pm
+from .common import GAIN, beyond_spread, pm, provisional
 
 DEPTHS = (18, 50)
 COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdconv", "odconv")}
@@ -172,14 +172,17 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
     """'while maintaining competitive accuracy': FMDConv against ODConv 4× and static on each
     backbone of chapter 03 (``ch03.accuracy_rows``: mean ± std over seeds). Competitive: FMDConv's
     mean top-1 is not below ODConv's beyond the seed spread (the mean ± std intervals overlap, or
-    FMDConv is ahead). ``init_rows`` (``ch03.init_rows``) adds both under PyTorch's initialisation."""
+    FMDConv is ahead). ``init_rows`` (``ch03.init_rows``) adds both under PyTorch's initialisation.
+    The verdict names the runs of the two not shown to have finished learning (their convergence
+    column, :func:`fmd.chapters.common.provisional`)."""
     fmd, od = conv_label("fmdconv"), conv_label("odconv")
-    lines, verdicts = [], []
+    lines, verdicts, compared = [], [], []
     for depth in dict.fromkeys(r["depth"] for r in rows):
         group = {r["conv"]: r for r in rows if r["depth"] == depth}
         if fmd not in group or od not in group:
             continue
         f, o = group[fmd], group[od]
+        compared += [{**r, "network": f"ResNet-{depth} {r['conv']}"} for r in (f, o)]
         acc = {c: (r["top-1 (%)"], r["top-1 std (pp)"]) for c, r in group.items()}
         single = acc[fmd][1] is None or acc[od][1] is None
         behind = f["top-1 (%)"] < o["top-1 (%)"] and beyond_spread(acc[fmd], acc[od])
@@ -189,7 +192,7 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
                   if beyond_spread(acc[fmd], acc[od]) else "within the seed spread")
         lines.append(f"ResNet-{depth} ({f['seeds']} seed{'s' * (f['seeds'] > 1)}): FMDConv "
                      f"{pm(*acc[fmd], unit='%')} ({f['top-1 (%)'] - o['top-1 (%)']:+.2f} pp vs ODConv, "
-                     f"{spread}); {others}")
+                     f"{spread}); {others}" + _gains(f, o))
     torch_init = {r["conv"]: r["top-1 torch init (%)"] for r in init_rows}
     if fmd in torch_init and od in torch_init:
         lines.append(f"under PyTorch's initialisation (ResNet-{init_rows[0]['depth']}, one seed): FMDConv "
@@ -205,11 +208,19 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
                if failed else "holds at this scale on " + ", ".join(f"ResNet-{d}" for d, _ in tested))
     if untested and tested:
         verdict += f" ({', '.join(untested)}: one seed, not judged)"
+    finished = provisional(compared, "network")
+    verdict += f". {finished}" if finished else ""
     return {"claim": "'... while maintaining competitive accuracy' (abstract)",
             "test": "chapter 03's runs, mean ± std over seeds, FMDConv against ODConv 4× on each backbone; "
                     "competitive means not below ODConv beyond the seed spread (the two mean ± std "
                     "intervals do not overlap)",
             "measured": " | ".join(lines), "verdict": verdict}
+
+
+def _gains(*rows: Mapping[str, Any]) -> str:
+    """'; last-quarter gain FMDConv +1.20 pp, ODConv +3.40 pp' for the rows that have one, else ''."""
+    gains = [f"{r['conv']} {r[GAIN]:+.2f} pp" for r in rows if r.get(GAIN) is not None]
+    return f"; last-quarter gain {', '.join(gains)}" if gains else ""
 
 
 def temperature_verdict(paper_records: Mapping[float, Mapping[str, Any]],

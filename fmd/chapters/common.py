@@ -1,11 +1,13 @@
 """What every chapter uses, whichever chapter it is: runs trained or fetched under a profile, the
 text of a temperature schedule, batch-1 latencies timed in interleaved rounds, and the seed
-statistics and number formats the readings are written with. A chapter imports these from here,
+statistics and number formats the readings are written with, and whether a run is shown to have
+finished learning (its last-quarter gain, its check run). A chapter imports these from here,
 never from another chapter."""
 from __future__ import annotations
 
+import math
 import statistics
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -104,3 +106,105 @@ def span(values: Sequence[float], unit: str = "%", digits: int = 2) -> str:
 def pm(mean: float, std: Optional[float], digits: int = 2, unit: str = "") -> str:
     """``mean ± std`` as text (the mean alone where there is no std)."""
     return f"{mean:.{digits}f}{unit}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}{unit}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence (issue 25): whether a run, or a config over its seeds, is shown to have finished learning
+
+RISING_PP = 0.3  # a run whose last quarter still gains more than this (pp) is still rising
+GAIN = "last-quarter gain (pp)"  # the table columns the chapters add
+CHECK = "check run Δ (pp)"
+CONVERGENCE = "convergence"
+STILL_RISING, FALLING, CHECK_OFF = "still rising", "falling", "check run off"
+TOO_SHORT, FLAT, CHECK_OK = "too short to tell", "flat last quarter (no check run)", "finished (check run)"
+NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT)  # the verdicts a reading names
+
+
+def quarter_epoch(epochs: int) -> int:
+    """The epoch that ends the first three quarters of an ``epochs``-epoch run: 0.75·E rounded half
+    up, at least 1."""
+    return max(1, math.floor(0.75 * epochs + 0.5))
+
+
+def last_quarter_gain(history: Sequence[Mapping[str, Any]]) -> Optional[float]:
+    """Test top-1 at the last epoch minus at :func:`quarter_epoch` (pp); None for a run of 1 or 2
+    epochs, where that epoch is the last one and the run has no last quarter to measure."""
+    start = quarter_epoch(len(history))
+    if start >= len(history):
+        return None
+    return history[-1]["test_top1"] - history[start - 1]["test_top1"]
+
+
+def still_rising(gain: float, threshold: float = RISING_PP) -> bool:
+    """Whether a last-quarter gain (pp) says the run is still learning (more than ``threshold``)."""
+    return gain > threshold
+
+
+def check_delta(mains: Sequence[Mapping[str, Any]], check: Mapping[str, Any]) -> float:
+    """A check run's final top-1 minus the mean of the main runs' (pp)."""
+    return top1(check) - mean_std([top1(r) for r in mains])[0]
+
+
+def shown_finished(mains: Sequence[Mapping[str, Any]], check: Optional[Mapping[str, Any]]
+                   ) -> Optional[bool]:
+    """Whether a config is shown finished: its check run (same config, 1.5× the epochs) ends within
+    max(std of the main runs, 0.3 pp) of their mean top-1; None without a check run."""
+    if check is None:
+        return None
+    std = mean_std([top1(r) for r in mains])[1]
+    return abs(check_delta(mains, check)) <= max(std or 0.0, RISING_PP)
+
+
+def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mapping[str, Any]] = None,
+                        with_check: bool = False) -> Dict[str, Any]:
+    """A table row's convergence columns over a config's seeds: the mean last-quarter gain, the check
+    run's Δ (with ``with_check``, None where there is none) and the verdict (:data:`CONVERGENCE`): the
+    check run decides where there is one, else the gain: beyond ±0.3 pp the run is still rising or
+    falling (a collapse is no finish either), and a 1- or 2-epoch run is too short to tell."""
+    gains = [last_quarter_gain(r["history"]) for r in runs]
+    gain = None if None in gains or not gains else statistics.fmean(gains)
+    out: Dict[str, Any] = {GAIN: None if gain is None else round(gain, 2)}
+    if with_check or check is not None:
+        out[CHECK] = None if check is None else round(check_delta(runs, check), 2)
+    if check is not None:
+        out[CONVERGENCE] = CHECK_OK if shown_finished(runs, check) else CHECK_OFF
+    else:
+        out[CONVERGENCE] = (TOO_SHORT if gain is None else STILL_RISING if still_rising(gain)
+                            else FALLING if gain < -RISING_PP else FLAT)
+    return out
+
+
+def not_finished(rows: Sequence[Mapping[str, Any]], name: str) -> Dict[str, List[str]]:
+    """The rows not shown finished, by their :data:`CONVERGENCE` verdict: each row's ``name`` column
+    (rows without the column are left out)."""
+    out: Dict[str, List[str]] = {}
+    for r in rows:
+        if r.get(CONVERGENCE) in NOT_FINISHED:
+            out.setdefault(r[CONVERGENCE], []).append(str(r[name]))
+    return out
+
+
+def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
+    """A sentence naming the rows not shown finished, e.g. 'Not shown finished — still rising in the
+    last quarter of the run (gain > 0.3 pp): FMDConv, ODConv; their ranking is provisional.' ('' where
+    no row is named)."""
+    what = {STILL_RISING: f"still rising in the last quarter of the run (gain > {RISING_PP:g} pp)",
+            FALLING: f"falling in the last quarter of the run (drop > {RISING_PP:g} pp)",
+            CHECK_OFF: f"check run (1.5× the epochs) beyond max(seed std, {RISING_PP:g} pp) of the mean",
+            TOO_SHORT: "too short (1 or 2 epochs) to measure a last quarter"}
+    found = not_finished(rows, name)
+    if not found:
+        return ""
+    parts = [f"{what[v]}: {', '.join(names)}" for v, names in found.items()]
+    joined = "; ".join(parts)
+    return f"Not shown finished — {joined}; their ranking is provisional."
+
+
+def provisional_bullet(rows: Sequence[Mapping[str, Any]], name: str) -> List[str]:
+    """:func:`provisional` as a list of one Markdown bullet, or no line where it is empty."""
+    sentence = provisional(rows, name)
+    return [f"* {sentence}"] if sentence else []
+
+
+# The convergence columns, for a notebook's list of printed columns (CHECK: chapter 03 with check runs)
+CONVERGENCE_COLUMNS = [GAIN, CHECK, CONVERGENCE]

@@ -1,0 +1,138 @@
+"""Issue 25, item 4: the convergence helpers, the tables' convergence columns and the readings that
+name the networks not shown to have finished learning, on records and rows made here."""
+from types import SimpleNamespace
+from typing import Any, Dict, Sequence
+
+import pytest
+
+from fmd.chapters import common
+from fmd.chapters import ch03_training as ch03, ch04_temperature_and_k as ch04
+from fmd.chapters import ch05_attention_ablation as ch05, ch08_paper_figures as ch08, ch09_claims as ch09
+from fmd.chapters.common import CHECK, CONVERGENCE, GAIN
+
+
+def history(curve: Sequence[float]) -> list:
+    """Per-epoch rows with the given test top-1 curve."""
+    return [{"epoch": i + 1, "test_top1": t, "train_loss": 1.0, "train_seconds": 1.0, "train_images": 8,
+             "temperatures": {"kernel": 1.0}} for i, t in enumerate(curve)]
+
+
+def record(curve: Sequence[float], conv: str = "fmdconv", depth: int = 18, seed: int = 0,
+           **config: Any) -> Dict[str, Any]:
+    """A run record with just what the chapters' tables read, ending at the curve's last value."""
+    return {"name": f"{conv}-{depth}-{seed}-{len(curve)}", "key": "k", "history": history(curve),
+            "final": {"test_top1": curve[-1], "test_top5": 99.0}, "best_test_top1": max(curve),
+            "config": {"conv": conv, "depth": depth, "seed": seed, "kernel_num": 4, "preset": "official",
+                       "kernel_temperature": 34.0, "dataset": "d", "epochs": len(curve), **config},
+            "params": 100, "macs": 200, "num_classes": 10, "wall_time_s": 60.0,
+            "speed": {"train_images_per_s": 10.0, "eval_ms_per_image": 1.0, "eval_batch_size": 8}}
+
+
+def test_last_quarter_gain_compares_the_last_epoch_with_the_one_that_ends_three_quarters():
+    assert common.quarter_epoch(4) == 3 and common.quarter_epoch(3) == 2 and common.quarter_epoch(10) == 8
+    assert common.last_quarter_gain(history([50.0, 60.0, 70.0, 72.0])) == pytest.approx(2.0)
+    assert common.last_quarter_gain(history([50.0, 60.0, 61.0])) == pytest.approx(1.0)
+    # 1 or 2 epochs: the epoch that ends three quarters is the last one, no last quarter to measure
+    assert common.last_quarter_gain(history([50.0])) is None
+    assert common.last_quarter_gain(history([50.0, 60.0])) is None
+    assert common.still_rising(0.31) and not common.still_rising(0.3) and not common.still_rising(-5.0)
+
+
+def test_a_check_run_shows_a_config_finished_within_max_of_seed_std_and_three_tenths():
+    mains = [record([80.0, 90.0, 91.0, 92.0 + d]) for d in (-0.1, 0.0, 0.1)]  # std 0.1 → 0.3 pp counts
+    assert common.shown_finished(mains, None) is None
+    assert common.shown_finished(mains, record([92.25])) is True
+    assert common.shown_finished(mains, record([92.35])) is False
+    wide = [record([92.0 + d]) for d in (-1.0, 0.0, 1.0)]  # std 1.0
+    assert common.shown_finished(wide, record([92.9])) is True
+    assert common.check_delta(wide, record([92.9])) == pytest.approx(0.9)
+
+
+def test_convergence_columns_say_rising_falling_flat_too_short_or_what_the_check_run_found():
+    verdict = lambda runs, check=None: common.convergence_columns(runs, check)[CONVERGENCE]  # noqa: E731
+    assert verdict([record([70.0, 80.0, 85.0, 88.0])]) == common.STILL_RISING
+    assert verdict([record([70.0, 80.0, 85.0, 60.0])]) == common.FALLING
+    assert verdict([record([70.0, 80.0, 85.0, 85.2])]) == common.FLAT
+    assert verdict([record([70.0, 80.0])]) == common.TOO_SHORT
+    mains = [record([70.0, 80.0, 85.0, 88.0])]
+    assert verdict(mains, record([88.1])) == common.CHECK_OK
+    assert verdict(mains, record([90.0])) == common.CHECK_OFF
+    columns = common.convergence_columns([record([70.0, 80.0, 85.0, 88.0]), record([70.0, 80.0, 84.0, 88.0])])
+    assert columns[GAIN] == 3.5 and CHECK not in columns
+    assert common.convergence_columns(mains, with_check=True)[CHECK] is None
+
+
+def comparison() -> Dict[tuple, Dict[str, Any]]:
+    """Chapter 03's comparison on 3-epoch records: every network still rising, ODConv the most."""
+    records = {}
+    for seed in (0, 1, 2):
+        records[(18, seed, "static")] = record([70.0, 80.0, 85.0 + seed / 10], "static", seed=seed)
+        records[(18, seed, "fmdconv")] = record([60.0, 78.0, 84.0 + seed / 10], seed=seed)
+        records[(18, seed, "odconv")] = record([10.0, 40.0, 60.0 + seed / 10], "odconv", seed=seed)
+    return records
+
+
+def test_chapter_03_prints_the_convergence_columns_and_names_the_rising_networks():
+    rows = ch03.accuracy_rows(comparison())
+    gains = {r["conv"]: r[GAIN] for r in rows}
+    assert gains == {"Static": 5.1, "FMDConv": 6.1, "ODConv": 20.1}
+    assert all(r[CONVERGENCE] == common.STILL_RISING and CHECK not in r for r in rows)
+    note = ("Not shown finished — still rising in the last quarter of the run (gain > 0.3 pp): Static, "
+            "FMDConv, ODConv; their ranking is provisional.")
+    assert note in ch03.comparison_reading(rows)
+    assert note in ch03.summary_reading({"d": rows})
+    checked = ch03.accuracy_rows(comparison(), {(18, "static"): record([85.15], "static"),
+                                                (18, "fmdconv"): record([86.0])})
+    assert set(common.CONVERGENCE_COLUMNS) <= set(checked[0])
+    by = {r["conv"]: r for r in checked}
+    assert by["Static"][CHECK] == 0.05 and by["Static"][CONVERGENCE] == common.CHECK_OK
+    assert by["FMDConv"][CHECK] == 1.9 and by["FMDConv"][CONVERGENCE] == common.CHECK_OFF
+    assert by["ODConv"][CHECK] is None and by["ODConv"][CONVERGENCE] == common.STILL_RISING
+    text = ch03.comparison_reading(checked)
+    assert "max(seed std, 0.3 pp) of the mean: FMDConv" in text and "(gain > 0.3 pp): ODConv;" in text
+
+
+def test_chapter_03_initialisation_table_takes_the_verdict_of_the_run_that_gains_more():
+    official = {"fmdconv": record([80.0, 84.0, 84.1]), "odconv": record([50.0, 55.0, 55.1], "odconv")}
+    torch_init = {"fmdconv": record([80.0, 84.0, 84.2]), "odconv": record([50.0, 55.0, 59.0], "odconv")}
+    rows = ch03.init_rows(official, torch_init, ch03.accuracy_rows(comparison()))
+    by = {r["conv"]: r for r in rows}
+    assert by["ODConv"]["last-quarter gain, torch (pp)"] == 4.0
+    assert by["ODConv"][CONVERGENCE] == common.STILL_RISING
+    assert by["FMDConv"][CONVERGENCE] == common.FLAT
+    assert "(gain > 0.3 pp): ODConv; their ranking is provisional." in ch03.init_reading(rows)
+
+
+def test_chapter_04_sweep_rows_and_figure_5_name_the_unfinished_runs():
+    temperatures = {1.0: record([70.0, 80.0, 80.1]), 34.0: record([70.0, 75.0, 79.0])}
+    kernels = {1: record([70.0, 80.0, 84.0]), 4: record([70.0, 80.0, 80.2])}
+    rows = ch04.sweep_rows({"T_k": temperatures, "K": kernels})
+    assert [r[GAIN] for r in rows] == [0.1, 4.0, 4.0, 0.2]
+    text = ch04.figure5_reading(temperatures, kernels, kernels[4], None, seed_range=None)
+    assert "(gain > 0.3 pp): $T_k$ = 34, $K$ = 1; their ranking is provisional." in text
+
+
+def test_chapter_05_rows_and_reading_name_the_unfinished_sets():
+    configs = {"static": SimpleNamespace(conv="static", attentions=()),
+               "full": SimpleNamespace(conv="fmdconv", attentions=("input", "kernel"))}
+    records = {"static": [record([70.0, 80.0, 80.1 + s], "static", seed=s) for s in (0, 1)],
+               "full": [record([70.0, 75.0, 79.0 + s], seed=s) for s in (0, 1)]}
+    latency = {"median_ms": 1.0, "min_round_ms": 0.9, "max_round_ms": 1.1}
+    rows = ch05.ablation_rows(configs, records, {"static": latency, "full": latency})
+    assert [r[GAIN] for r in rows] == [0.6, 4.5]
+    assert "(gain > 0.3 pp): static, full; their ranking is provisional." in ch05.accuracy_reading(rows)
+
+
+def test_chapter_08_backbone_rows_and_reading_name_the_unfinished_backbones():
+    records = {(18, "static"): record([80.0, 85.0, 85.1], "static"),
+               (18, "fmdconv"): record([80.0, 85.0, 60.0])}
+    rows = ch08.backbone_rows(records)
+    assert [r[CONVERGENCE] for r in rows] == [common.FLAT, common.FALLING]
+    assert "(drop > 0.3 pp): ResNet-18 FMDConv; their ranking is provisional." in ch08.backbone_reading(rows)
+
+
+def test_chapter_09_accuracy_verdict_says_which_compared_networks_are_not_shown_finished():
+    verdict = ch09.accuracy_verdict(ch03.accuracy_rows(comparison()))
+    assert "last-quarter gain FMDConv +6.10 pp, ODConv +20.10 pp" in verdict["measured"]
+    assert verdict["verdict"].startswith("holds at this scale on ResNet-18. Not shown finished")
+    assert "ResNet-18 FMDConv, ResNet-18 ODConv; their ranking is provisional." in verdict["verdict"]
