@@ -136,3 +136,11 @@ def test_chapter_09_accuracy_verdict_says_which_compared_networks_are_not_shown_
     assert "last-quarter gain FMDConv +6.10 pp, ODConv +20.10 pp" in verdict["measured"]
     assert verdict["verdict"].startswith("holds at this scale on ResNet-18. Not shown finished")
     assert "ResNet-18 FMDConv, ResNet-18 ODConv; their ranking is provisional." in verdict["verdict"]
+
+
+def test_chapter_03_check_runs_are_the_lowest_seed_at_one_and_a_half_times_the_epochs():
+    configs = ch03.comparison_configs("smoke", convs=("static", "fmdconv"), seeds=(2, 1), epochs=3)
+    checks = ch03.check_configs(configs)
+    assert set(checks) == {(18, "static"), (18, "fmdconv")}
+    assert all(c.epochs == 5 and c.seed == 1 for c in checks.values())
+    assert checks[(18, "fmdconv")].key() != configs[(18, 1, "fmdconv")].key()

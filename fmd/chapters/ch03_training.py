@@ -49,6 +49,17 @@ def comparison_configs(profile: str, dataset: str = "", convs: Sequence[str] = C
                                              preset=preset, epochs=epochs, seed=s, depth=d).items()}
 
 
+def check_configs(configs: Mapping[Run, TrainConfig], depths: Sequence[int] = (18,)
+                  ) -> Dict[Tuple[int, str], TrainConfig]:
+    """Issue 25's check runs: per (depth, conv) of ``depths``, the lowest seed's config at 1.5× its
+    epochs (rounded up); :func:`accuracy_rows` compares each with the mean of the main runs."""
+    out: Dict[Tuple[int, str], TrainConfig] = {}
+    for (d, _, c), config in sorted(configs.items(), key=lambda item: item[0][1]):
+        if d in depths and (d, c) not in out:
+            out[(d, c)] = dataclasses.replace(config, epochs=math.ceil(1.5 * config.epochs))
+    return out
+
+
 def by_conv(records: Mapping[Run, Record], depth: int, seed: Optional[int] = None
             ) -> Dict[str, Record]:
     """The records of one depth by conv: one seed's (``seed``), or the first seed's."""
