@@ -204,10 +204,10 @@ class ODConv2d(DynamicConv2dBase):
       kernel and every attention FC kaiming-normal on fan-out (ReLU gain) with zero head biases,
       so its kernel softmax starts less uniform (at T = 30). Inside a :class:`fmd.models.ResNet`
       (``init="official"``, the default, :func:`fmd.models.official_init`) they are drawn as there;
-    * temperature timing: :func:`fmd.train.train_epoch` sets step i's T at progress
-      ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
-      i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),
-      and evaluates each epoch at the value of its end;
+    * temperature timing, only under ``temperature_clock="fmd"`` (the quick records trained
+      before the official clock): :func:`fmd.loop.train_epoch` sets step i's T at progress
+      ``epoch + i/iters``, one iteration behind the official ``main.py``'s
+      ``get_temperature(i + 1, …)``; the default clock, ``"official"``, sets what it sets;
     * a layer built on its own divides by ``temperature`` (30); the official ``Attention`` starts
       at 1.0 until the training script sets 30 before the first step;
     * the trunk's BatchNorm trains at batch size 1 (:class:`fmd.attention.TrunkBatchNorm`); the
@@ -278,10 +278,10 @@ class FMDConv2d(DynamicConv2dBase):
       0.072 and 0.14 for C_in = 64, K = 4), so at the fixed T_k = 34 its kernel softmax starts
       less uniform. Inside a :class:`fmd.models.ResNet` (``init="official"``, the default,
       :func:`fmd.models.official_init`) they are drawn as there;
-    * temperature timing: :func:`fmd.train.train_epoch` sets step i's T_io at progress
-      ``epoch + i/iters``; the official ``main.py`` sets ``get_temperature(i + 1, …)`` before step
-      i, one iteration further along (the first step runs at 30 here, 30 − 29/(10·iters) there),
-      and evaluates each epoch at the value of its end;
+    * temperature timing, only under ``temperature_clock="fmd"`` (the quick records trained
+      before the official clock): :func:`fmd.loop.train_epoch` sets step i's T_io at progress
+      ``epoch + i/iters``, one iteration behind the official ``main.py``'s
+      ``get_temperature(i + 1, …)``; the default clock, ``"official"``, sets what it sets;
     * a layer built on its own divides its gates by ``gate_temperature`` (30); the official
       ``Attention`` starts at 1.0 until the training script sets 30 before the first step;
     * ``preset="official"`` accepts any positive T_k; the official ``attention2d`` asserts

@@ -108,9 +108,10 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
                 scheduler: torch.optim.lr_scheduler.LRScheduler, schedules: Dict[str, Any],
                 epoch: int, *, progress: bool = False, desc: str = "", amp: str = "none",
                 channels_last: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
-                label_smoothing: float = 0.0,
+                label_smoothing: float = 0.0, temperature_clock: str = "official",
                 context: distributed.Context = distributed.SINGLE) -> Dict[str, Any]:
-    """One epoch of SGD; temperatures follow ``schedules`` per iteration. Raises on a NaN loss.
+    """One epoch of SGD; temperatures follow ``schedules`` per iteration on ``temperature_clock``
+    (:data:`fmd.temperature.TEMPERATURE_CLOCKS`). Raises on a NaN loss.
 
     ``amp``: the forward under autocast, ``scaler`` (fp16) scaling the loss; the loss and accuracy
     are summed over the ranks of ``context`` (the loss every iteration, so that all ranks stop
@@ -128,7 +129,8 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
     sync(device)
     start = time.perf_counter()
     for i, (images, targets) in enumerate(bar):
-        temperatures = apply_schedules(model, schedules, epoch + i / iters)
+        temperatures = apply_schedules(model, schedules, epoch + i / iters,
+                                       ahead=1 / iters if temperature_clock == "official" else 0.0)
         with autocast(amp, device):
             logits = model(_inputs(images, channels_last))
             loss = training_loss(logits, targets, label_smoothing)

@@ -34,13 +34,14 @@ class LinearAnneal:
     """Linear from ``start`` to ``end`` over ``epochs`` (per iteration), then ``end``.
 
     ODConv and the official FMDConv gates: 30 → 1 over the first 10 epochs. The official
-    ``get_temperature`` is the same line over iterations; its training loop evaluates it one
-    iteration further along than :func:`fmd.train.train_epoch` does (see ``FMDConv2d``).
+    ``get_temperature`` is the same line over iterations; its training loop sets
+    ``get_temperature(i + 1)`` before step i, one iteration ahead (:data:`TEMPERATURE_CLOCKS`).
     """
 
     start: float = 30.0
     end: float = 1.0
     epochs: float = 10.0
+    per_iteration = True  # a class constant: the official clock reads it one iteration ahead
 
     def __post_init__(self) -> None:
         check_temperature(self.start)
@@ -125,12 +126,23 @@ def fmdconv_schedules(preset: str = "official", kernel_temperature: float = 34.0
     raise ValueError(f"preset must be 'official' or 'paper', got {preset!r}")
 
 
-def apply_schedules(model: nn.Module, schedules: Dict[str, Schedule], epoch: float) -> Dict[str, float]:
-    """Set each role's temperature for training progress ``epoch``; returns the values set."""
+# When a training loop reads a per-iteration schedule (LinearAnneal) before step i of epoch e:
+# "official" at e + (i + 1)/iters, as the official ODConv/FMDConv main.py sets
+# get_temperature(i + 1, e, iters) before step i, so an evaluation after the epoch runs at the
+# value of its end; "fmd" at e + i/iters, one iteration behind, as the records trained before the
+# clock existed. Per-epoch schedules (StepDecay, Constant) read e + i/iters under both.
+TEMPERATURE_CLOCKS = ("official", "fmd")
+
+
+def apply_schedules(model: nn.Module, schedules: Dict[str, Schedule], epoch: float,
+                    ahead: float = 0.0) -> Dict[str, float]:
+    """Set each role's temperature for training progress ``epoch`` (a per-iteration schedule
+    reads it ``ahead`` epochs further along); returns the values set."""
     unknown = set(schedules) - set(TEMPERATURE_ROLES)
     if unknown:
         raise ValueError(f"schedule roles must be among {TEMPERATURE_ROLES}, got {sorted(unknown)}")
-    values = {role: schedule(epoch) for role, schedule in schedules.items()}
+    values = {role: schedule(epoch + (ahead if getattr(schedule, "per_iteration", False) else 0.0))
+              for role, schedule in schedules.items()}
     if values:
         set_temperature(model, kernel=values.get("kernel"), gate=values.get("gate"))
     return values

@@ -246,7 +246,8 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
         fit = train_epoch(net, train_loader, optimizer, scheduler, schedules, epoch,
                           progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}", amp=config.amp,
                           channels_last=config.channels_last, scaler=scaler,
-                          label_smoothing=config.label_smoothing, context=context)
+                          label_smoothing=config.label_smoothing,
+                          temperature_clock=config.temperature_clock, context=context)
         if not strategies:
             strategies = used_strategies(model)
             set_strategies(model, strategies)  # evaluation and later epochs compute the same way

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import fmd.loop as loop_module
+from fmd.attention import iter_tempered
+from test_temperature_metrics import official_get_temperature
 import fmd.train as train_module
 from fmd import runs
 from fmd.profiles import get_profile
@@ -84,6 +86,38 @@ def test_a_tuned_run_records_its_strategies_and_a_resumed_run_keeps_them(tmp_pat
     resumed = quiet(config, tmp_path, resume=True)
     assert resumed["strategies"] == state["strategies"]
     assert resumed["config"]["strategy"] == "tune"
+
+
+@pytest.mark.parametrize("conv,role", [("fmdconv", "gate"), ("odconv", "kernel")])
+def test_the_official_clock_follows_the_official_loop_step_for_step(tmp_path, monkeypatch, conv, role):
+    # The official loop: before step i of epoch e, get_temperature(i + 1, e, iters); an evaluation
+    # after the epoch runs at the value set before its last step.
+    config = tiny(conv=conv, epochs=3, anneal_epochs=1.5)
+    assert config.temperature_clock == "official"
+    seen = []  # (training?, temperature) at every forward of the first dynamic layer
+    original = loop_module.train_epoch
+
+    def watch(model, *args, **kwargs):
+        layer = next(m for m in model.modules() if isinstance(m, loop_module.DynamicConv2dBase))
+        branch = next(b for b in iter_tempered(layer) if b.temperature_role == role)
+        hook = layer.register_forward_pre_hook(
+            lambda m, _: seen.append((m.training, branch.temperature.item())))
+        try:
+            return original(model, *args, **kwargs)
+        finally:
+            hook.remove()
+    monkeypatch.setattr(train_module, "train_epoch", watch)
+    record = quiet(config, tmp_path)
+    iters = 256 // 32
+    expected = [official_get_temperature(i + 1, e, iters, temp_epoch=1.5)
+                for e in range(3) for i in range(iters)]
+    assert [t for training, t in seen if training] == pytest.approx(expected, rel=1e-6)
+    ends = [row["temperatures"][role] for row in record["history"]]
+    assert ends == pytest.approx([official_get_temperature(iters, e, iters, temp_epoch=1.5)
+                                  for e in range(3)], rel=1e-6)
+    # The records trained before the clock existed were one step behind, and keep their keys.
+    behind = tiny(conv=conv, epochs=3, anneal_epochs=1.5, temperature_clock="fmd")
+    assert behind.key() != config.key() and "temperature_clock" not in behind.identity()
 
 
 def test_corrupt_checkpoint_is_refused_with_a_clear_error(tmp_path):
