@@ -209,6 +209,11 @@ def _serve(case: Case, conv: str, strategy: str, setting: Setting) -> None:
     if case.mode == "train" and setting.backend == "eager":  # what the training step computed with
         used = _strategies_used(model)
     difference = _relative_difference(out, expected) if case.mode == "infer" else float("nan")
+    # The peak counts from here (above the memory before the first run, which it keeps): the first
+    # run's transients (compiling, planning, "tune" timing every strategy) are not the timed runs'.
+    if setting.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    _start_peak_rss()
     time_runs(step, 3 if case.mode == "infer" else 2, sync)
     print(json.dumps({"ready": conv}), flush=True)
     for line in sys.stdin:
