@@ -3,6 +3,7 @@ attentions' entropies, and where and how it was made."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
@@ -23,15 +24,29 @@ def _finite(value: float) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: nn.Module,
-                 train_set: Any, test_set: Any, test_loader: BatchLoader, history: List[Dict[str, Any]],
-                 elapsed: float, sessions: int, git: Dict[str, Any], context: distributed.Context,
-                 workers: int, strategies: Dict[str, str]) -> runs.RunRecord:
+@dataclass
+class RunLog:
+    """A run's bookkeeping across its sessions: the epochs' history, seconds of training, how many
+    sessions, the git state it started from, and the engine strategies it computed with."""
+
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0
+    sessions: int = 1
+    git: Dict[str, Any] = field(default_factory=dict)
+    strategies: Dict[str, str] = field(default_factory=dict)
+
+
+def make_record(config: TrainConfig, model: nn.Module, train_set: Any, test_set: Any,
+                test_loader: BatchLoader, log: RunLog, context: distributed.Context,
+                workers: int) -> runs.RunRecord:
+    """The record of a finished run: its results and history, cost, speed-accuracy scores,
+    kernel-attention entropies, and where and how it was made."""
     from .complexity import count_macs, count_params  # here: complexity pulls in thop
 
     input_shape = (1, *test_loader.output_shape())
     params = count_params(model)
     macs = count_macs(model, input_size=input_shape)
+    history, git = log.history, log.git
     last = history[-1]
     train_images = sum(h["train_images"] for h in history)
     train_seconds = sum(h["train_seconds"] for h in history)
@@ -46,7 +61,7 @@ def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: 
         basis["ies"] = _finite(basis["ies"])
     entropy = measure_kernel_entropy(model, first_images(test_loader, ENTROPY_IMAGES))
     return {
-        "name": runs.run_name(identity), "key": key, "config": config.to_dict(),
+        "name": runs.run_name(config.identity()), "key": config.key(), "config": config.to_dict(),
         "final": {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
                   "test_loss": last["test_loss"], "train_loss": last["train_loss"],
                   "train_top1": last["train_top1"]},
@@ -62,7 +77,7 @@ def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: 
                               "pass (model and input transforms, at eval_batch_size)"},
         "speed_accuracy": scores,
         **({"kernel_entropy": entropy} if entropy else {}),
-        "wall_time_s": elapsed, "sessions": sessions, "seed": config.seed,
+        "wall_time_s": log.elapsed, "sessions": log.sessions, "seed": config.seed,
         "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
         "device": describe_device(context.device), "threads": torch.get_num_threads(),
         "distributed": {"world_size": context.world_size, "backend": context.backend,
@@ -70,7 +85,7 @@ def make_record(config: TrainConfig, identity: Dict[str, Any], key: str, model: 
                         "global_batch": config.batch_size * context.world_size},
         "precision": {"amp": config.amp, "channels_last": config.channels_last,
                       "compile": config.compile},
-        "strategies": strategies,
+        "strategies": log.strategies,
         **({"loader_workers": workers} if config.dataset == "imagenet" else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -22,7 +22,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch import nn
@@ -32,11 +32,11 @@ from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, _read_checkpoint, 
                           _set_rng_state, _stored_weights, checkpoint_path, load_checkpoint,
                           save_checkpoint, save_weights, weights_path)
 from .config import RECIPES, TrainConfig, field_choices, make_config
-from .data import config_loaders
+from .data import BatchLoader, config_loaders
 from .loop import (NonFiniteLossError, build_model, evaluate, lr_factor, resolve_device,
                    set_strategies, train_epoch, used_strategies)
 from .provenance import git_state
-from .record import make_record, measure_kernel_entropy
+from .record import RunLog, make_record, measure_kernel_entropy
 
 __all__ = ["TrainConfig", "make_config", "RECIPES", "train", "train_all", "load_trained",
            "CheckpointError", "NonFiniteLossError", "checkpoint_path", "weights_path", "save_weights",
@@ -73,7 +73,7 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
                                    or stop_after < 1):
         raise ValueError(f"stop_after must be a positive integer or None, got {stop_after!r}")
-    identity, key = config.identity(), config.key()
+    identity = config.identity()
     ckpt_path = checkpoint_path(config, runs_root)
     record = None if force else runs.load_record(identity, runs_root)
     # A checkpoint that cannot be used stops a run that has nothing else, unless it is forced to
@@ -106,9 +106,10 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, identity, key, ckpt_path, state, runs_root, data_root,
-                    progress and context.main, (progress if verbose is None else verbose) and context.main,
-                    download, stop_after, context, workers)
+        call = _Call(config, ckpt_path, runs_root, data_root, progress and context.main,
+                     (progress if verbose is None else verbose) and context.main, download,
+                     stop_after, context, workers)
+        return _run(call, state)
     finally:
         torch.set_num_threads(previous_threads)
         distributed.teardown(context)
@@ -180,19 +181,82 @@ def load_trained(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
     return model.eval(), record
 
 
-def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Path,
-         state: Optional[Dict[str, Any]], runs_root: Optional[PathLike],
-         data_root: Optional[PathLike], progress: bool, verbose: bool, download: bool,
-         stop_after: Optional[int], context: distributed.Context,
-         workers: int) -> Optional[Dict[str, Any]]:
-    device = context.device
-    load = partial(config_loaders, config, data_root, device=device, workers=workers,
-                   rank=context.rank, world_size=context.world_size)
-    if context.main:
-        train_set, test_set, train_loader, test_loader = load(download=download)
-    context.barrier()  # rank 0 downloads, the others read what it wrote
-    if not context.main:
-        train_set, test_set, train_loader, test_loader = load()
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """What one :func:`train` call asks for: the run, where its files go, how it reports."""
+
+    config: TrainConfig
+    ckpt_path: Path
+    runs_root: Optional[PathLike]
+    data_root: Optional[PathLike]
+    progress: bool
+    verbose: bool
+    download: bool
+    stop_after: Optional[int]
+    context: distributed.Context
+    workers: int
+
+
+@dataclasses.dataclass
+class _RunState:
+    """What a checkpoint saves and a resumed run restores: the model, its optimiser, the training
+    stream and the run's log."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_loader: BatchLoader
+    log: RunLog = dataclasses.field(default_factory=lambda: RunLog(git=git_state()))
+    start_epoch: int = 0
+
+    def restore(self, state: Dict[str, Any], call: _Call) -> None:
+        """Continue from checkpoint ``state`` (:class:`CheckpointError` if it does not fit)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.train_loader.load_state_dict(
+                state.get("rank_loaders", [state["loader"]])[call.context.rank])
+            if "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {call.ckpt_path} does not fit this run's model or "
+                                  f"optimizer ({error}); delete it or pass force=True") from error
+        _set_rng_state(state["rng"])
+        self.start_epoch = state["epoch"]
+        # The strategies the run's first training step picked ("tune" times them there): a
+        # resumed run computes as the interrupted one did.
+        self.log = RunLog(list(state["history"]), state["elapsed_s"], state["sessions"] + 1,
+                          state["git"], dict(state.get("strategies", {})))
+        set_strategies(self.model, self.log.strategies)
+
+    def checkpoint(self, call: _Call, epoch: int, elapsed: float, loaders: list) -> Dict[str, Any]:
+        """The checkpoint after ``epoch`` epochs, ``elapsed`` seconds of training in all."""
+        log = self.log
+        return {"format": CHECKPOINT_FORMAT, "key": call.config.key(), "config": call.config.to_dict(),
+                "epoch": epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "loader": loaders[0], "rng": _rng_state(), "history": log.history,
+                "elapsed_s": elapsed, "sessions": log.sessions, "git": log.git,
+                "scaler": self.scaler.state_dict(), "strategies": log.strategies,
+                **({"rank_loaders": loaders} if call.context.world_size > 1 else {})}
+
+
+def _load_data(call: _Call) -> tuple:
+    """(train set, test set, train loader, test loader); rank 0 downloads, the others read what it
+    wrote."""
+    load = partial(config_loaders, call.config, call.data_root, device=call.context.device,
+                   workers=call.workers, rank=call.context.rank, world_size=call.context.world_size)
+    if call.context.main:
+        found = load(download=call.download)
+    call.context.barrier()
+    return found if call.context.main else load()
+
+
+def _new_state(call: _Call, train_set: Any, train_loader: BatchLoader) -> _RunState:
+    """The model the config describes, its optimiser, LR schedule and loss scaler, at epoch 0."""
+    config, device = call.config, call.context.device
     model = build_model(config, train_set.num_classes, train_set.channels).to(device)
     set_strategies(model, config.strategy)
     if config.channels_last:
@@ -204,87 +268,76 @@ def _run(config: TrainConfig, identity: Dict[str, Any], key: str, ckpt_path: Pat
     iters = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(config, it / iters))
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    schedules = config.schedules()
+    return _RunState(model, optimizer, scheduler, scaler, train_loader)
 
-    history: List[Dict[str, Any]] = []
-    start_epoch, elapsed, sessions, git = 0, 0.0, 1, git_state()
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            train_loader.load_state_dict(state.get("rank_loaders", [state["loader"]])[context.rank])
-            if "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit this run's model or "
-                                  f"optimizer ({error}); delete it or pass force=True") from error
-        _set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"], list(state["history"])
-        elapsed, sessions, git = state["elapsed_s"], state["sessions"] + 1, state["git"]
-    # The strategies the run's first training step picked ("tune" times them there): a resumed run
-    # computes as the interrupted one did.
-    strategies: Dict[str, str] = dict(state.get("strategies", {})) if state is not None else {}
-    set_strategies(model, strategies)
-    net: nn.Module = model
-    if context.world_size > 1:
+
+def _training_net(call: _Call, model: nn.Module) -> nn.Module:
+    """The module the training forward calls: DDP across processes, compiled where asked."""
+    net, device = model, call.context.device
+    if call.context.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)  # the training forward; evaluation runs the eager model
+    return torch.compile(net) if call.config.compile else net  # evaluation runs the eager model
 
-    say = _printer(verbose)
-    say(f"run {runs.run_name(identity)}: {config.conv} ResNet-{config.depth} on {config.dataset}"
-        f" ({len(train_set)} train / {len(test_set)} test images, {device}, "
+
+def _epoch_row(epoch: int, fit: Dict[str, Any], test: Dict[str, float], seconds: float) -> Dict[str, Any]:
+    """One epoch of the record's history."""
+    return {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],
+            "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
+            "lr": fit["lr"], "temperatures": fit["temperatures"],
+            "train_images": fit["images"], "train_seconds": fit["seconds"],
+            "train_images_per_s": fit["images_per_s"],
+            "eval_seconds": test["seconds"], "eval_images_per_s": test["images_per_s"],
+            "epoch_seconds": seconds}
+
+
+def _run(call: _Call, state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Train from epoch 0 or from checkpoint ``state`` to the end (or ``stop_after``), checkpoint
+    every epoch, and write the record."""
+    config, context = call.config, call.context
+    train_set, test_set, train_loader, test_loader = _load_data(call)
+    run = _new_state(call, train_set, train_loader)
+    if state is not None:
+        run.restore(state, call)
+    net, log = _training_net(call, run.model), run.log
+    say = _printer(call.verbose)
+    say(f"run {runs.run_name(config.identity())}: {config.conv} ResNet-{config.depth} on "
+        f"{config.dataset} ({len(train_set)} train / {len(test_set)} test images, {context.device}, "
         f"{torch.get_num_threads()} threads"
         + (f", {context.world_size} processes ({context.backend})" if context.world_size > 1 else "")
-        + ")" + (f", resuming after epoch {start_epoch}"
-                                                  if state is not None else ""))
+        + ")" + (f", resuming after epoch {run.start_epoch}" if state is not None else ""))
     session_start = time.perf_counter()
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(run.start_epoch, config.epochs):
         tic = time.perf_counter()
-        fit = train_epoch(net, train_loader, optimizer, scheduler, schedules, epoch,
-                          progress=progress, desc=f"epoch {epoch + 1}/{config.epochs}", amp=config.amp,
-                          channels_last=config.channels_last, scaler=scaler,
+        fit = train_epoch(net, train_loader, run.optimizer, run.scheduler, config.schedules(), epoch,
+                          progress=call.progress, desc=f"epoch {epoch + 1}/{config.epochs}",
+                          amp=config.amp, channels_last=config.channels_last, scaler=run.scaler,
                           label_smoothing=config.label_smoothing,
                           temperature_clock=config.temperature_clock, context=context)
-        if not strategies:
-            strategies = used_strategies(model)
-            set_strategies(model, strategies)  # evaluation and later epochs compute the same way
-        test = evaluate(model, test_loader, amp=config.amp, channels_last=config.channels_last,
+        if not log.strategies:
+            log.strategies = used_strategies(run.model)
+            set_strategies(run.model, log.strategies)  # evaluation and later epochs compute alike
+        test = evaluate(run.model, test_loader, amp=config.amp, channels_last=config.channels_last,
                         context=context)
-        row = {"epoch": epoch + 1, "train_loss": fit["loss"], "train_top1": fit["top1"],
-               "test_loss": test["loss"], "test_top1": test["top1"], "test_top5": test["top5"],
-               "lr": fit["lr"], "temperatures": fit["temperatures"],
-               "train_images": fit["images"], "train_seconds": fit["seconds"],
-               "train_images_per_s": fit["images_per_s"],
-               "eval_seconds": test["seconds"], "eval_images_per_s": test["images_per_s"],
-               "epoch_seconds": time.perf_counter() - tic}
-        history.append(row)
-        left = (config.epochs - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in history)
+        log.history.append(_epoch_row(epoch, fit, test, time.perf_counter() - tic))
+        left = (config.epochs - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in log.history)
         say(f"epoch {epoch + 1}/{config.epochs}: train loss {fit['loss']:.4f}, "
             f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
-            f"{fit['images_per_s']:.0f} img/s train, {row['epoch_seconds']:.1f} s"
+            f"{fit['images_per_s']:.0f} img/s train, {log.history[-1]['epoch_seconds']:.1f} s"
             + (f", ETA {left:.0f} s" if left else ""))
         loaders = context.gather(train_loader.state_dict())
         if context.main:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "key": key, "config": config.to_dict(), "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "loader": loaders[0], "rng": _rng_state(),
-                "history": history, "elapsed_s": elapsed + time.perf_counter() - session_start,
-                "sessions": sessions, "git": git, "scaler": scaler.state_dict(),
-                "strategies": strategies,
-                **({"rank_loaders": loaders} if context.world_size > 1 else {})})
-        if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < config.epochs:
+            save_checkpoint(call.ckpt_path, run.checkpoint(
+                call, epoch + 1, log.elapsed + time.perf_counter() - session_start, loaders))
+        stop = call.stop_after
+        if stop is not None and epoch + 1 - run.start_epoch >= stop and epoch + 1 < config.epochs:
             say(f"stopped after epoch {epoch + 1}; continue with resume=True (--resume)")
             return None
-    elapsed += time.perf_counter() - session_start
+    log.elapsed += time.perf_counter() - session_start
 
-    record = make_record(config, identity, key, model, train_set, test_set, test_loader, history,
-                          elapsed, sessions, git, context, workers, strategies)
+    record = make_record(config, run.model, train_set, test_set, test_loader, log, context, call.workers)
     if context.main:
-        say(f"record: {runs.write_record(record, runs_root)}")
+        say(f"record: {runs.write_record(record, call.runs_root)}")
     context.barrier()  # the record is on disk when any rank returns
     return record
 
