@@ -144,8 +144,8 @@ class TrainConfig:
         if self.lr_schedule == "cosine":
             kept.pop("milestones"), kept.pop("gamma")
         for name, default in _LATER_FIELDS.items():
-            if kept[name] == default:
-                kept.pop(name)
+            if kept.get(name, default) == default:
+                kept.pop(name, None)
         for name in _NOT_IN_KEY:
             kept.pop(name)
         return kept

@@ -370,8 +370,10 @@ class ConvSpec:
 
     @property
     def run_fields(self) -> Tuple[str, ...]:
-        """The config fields that change what a run of this convolution computes."""
-        return tuple(dict.fromkeys((*self.options.values(), *self.schedule_fields)))
+        """The config fields that change what a run of this convolution computes: its options,
+        what its schedules read, and (for a conv with schedules) when a step reads them."""
+        clock = ("temperature_clock",) if self.schedules is not None else ()
+        return tuple(dict.fromkeys((*self.options.values(), *self.schedule_fields, *clock)))
 
     def layer_options(self, config: Any) -> Dict[str, Any]:
         """This layer's keyword options, read from ``config``'s fields."""

@@ -284,9 +284,19 @@ def test_each_registry_entry_builds_what_it_describes(name):
 def test_run_fields_derive_from_layer_options_and_schedules():
     assert CONVS["static"].run_fields == ()
     assert CONVS["condconv"].run_fields == ("kernel_num",)
-    assert CONVS["odconv"].run_fields == ("kernel_num", "anneal_epochs")
+    assert CONVS["odconv"].run_fields == ("kernel_num", "anneal_epochs", "temperature_clock")
     assert CONVS["fmdconv"].run_fields == ("kernel_num", "preset", "kernel_temperature",
-                                           "gate_temperature", "attentions", "anneal_epochs")
+                                           "gate_temperature", "attentions", "anneal_epochs",
+                                           "temperature_clock")
+
+
+def test_a_conv_without_temperatures_keeps_its_key_on_either_clock():
+    from fmd.config import make_config
+    for conv in ("static", "condconv"):
+        assert (make_config("smoke", conv=conv, temperature_clock="official").key()
+                == make_config("smoke", conv=conv, temperature_clock="fmd").key())
+    assert (make_config("smoke", conv="dyconv", temperature_clock="official").key()
+            != make_config("smoke", conv="dyconv", temperature_clock="fmd").key())
 
 
 def test_backbones_take_conv_options_directly():
