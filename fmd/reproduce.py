@@ -10,10 +10,11 @@ cached by configuration (:mod:`fmd.runs`), so a second reproduce only recomputes
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import cli
 from .profiles import PROFILE_NAMES, figures_dir
@@ -99,24 +100,71 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
-def stored_runs_line(profile: str) -> str:
-    """One line: how many of the chapters' training runs are stored, and which chapters train the
-    rest (:func:`fmd.chapters.chapter_runs`)."""
+def missing_runs(profile: str) -> Dict[str, Tuple[str, Any]]:
+    """The chapters' training runs (:func:`fmd.chapters.chapter_runs`) not stored in full."""
+    from .chapters import chapter_runs
+    from .profiles import runs_root
+    from .train import run_finished
+
+    root = runs_root(profile)
+    return {key: (chapter, config) for key, (chapter, config) in chapter_runs(profile).items()
+            if not run_finished(config, root)}
+
+
+# A stored run estimates another's cost if it trains the same network on the same images.
+SAME_COST = ("dataset", "conv", "depth", "width", "stem", "transform", "train_subset", "kernel_num",
+             "threads")
+
+
+def estimate_seconds(configs: Sequence[Any], root: Path) -> Tuple[float, int]:
+    """The wall time of training ``configs`` one after another, from the stored records of the same
+    networks (:data:`SAME_COST`: the median seconds per epoch, times the epochs), and how many of
+    the configs had such a record."""
     from . import runs
+
+    per_epoch: Dict[tuple, List[float]] = {}
+    for record in runs.list_records(root):
+        c = record["config"]
+        per_epoch.setdefault(tuple(c.get(f) for f in SAME_COST), []).append(
+            record["wall_time_s"] / len(record["history"]))
+    seconds, known = 0.0, 0
+    for config in configs:
+        found = per_epoch.get(tuple(getattr(config, f) for f in SAME_COST))
+        if found:
+            seconds += statistics.median(found) * config.epochs
+            known += 1
+    return seconds, known
+
+
+def default_jobs(profile: str) -> int:
+    """Runs trained at once: one per group of the recipe's threads on this machine's cores (the
+    quick recipe trains on one thread), else one."""
+    from .config import RECIPES
+    from .profiles import get_profile
+
+    threads = RECIPES[get_profile(profile).recipe].get("threads")
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+
+
+def stored_runs_line(profile: str, missing: Mapping[str, Tuple[str, Any]], jobs: int) -> str:
+    """One line: how many of the chapters' training runs are stored, which chapters train the rest
+    and about how long that takes here (:func:`estimate_seconds`)."""
     from .chapters import chapter_runs
     from .profiles import runs_root
 
-    needed = chapter_runs(profile)
-    root = runs_root(profile)
-    missing: dict = {}
-    for chapter, config in needed.values():
-        record = runs.load_record(config.identity(), root)
-        if record is None or len(record["history"]) != config.epochs:
-            missing[chapter] = missing.get(chapter, 0) + 1
-    todo = sum(missing.values())
-    where = ", ".join(f"chapter {c}: {n}" for c, n in sorted(missing.items()))
-    return (f"training runs the chapters read: {len(needed)}, stored {len(needed) - todo}"
-            + (f"; to train {todo} ({where})" if todo else "; nothing to train"))
+    needed = len(chapter_runs(profile))
+    if not missing:
+        return f"training runs the chapters read: {needed}, all stored; nothing to train"
+    count: Dict[str, int] = {}
+    for chapter, _ in missing.values():
+        count[chapter] = count.get(chapter, 0) + 1
+    where = ", ".join(f"chapter {c}: {n}" for c, n in sorted(count.items()))
+    seconds, known = estimate_seconds([c for _, c in missing.values()], runs_root(profile))
+    cost = (f"about {seconds / 3600 / jobs:.1f} h at {jobs} at a time, from the stored runs of the "
+            f"same networks ({known} of {len(missing)} estimated)" if known
+            else "no stored run of the same networks to estimate the time from")
+    return (f"training runs the chapters read: {needed}, stored {needed - len(missing)}; "
+            f"to train {len(missing)} ({where}); {cost}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -131,13 +179,26 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     parser.add_argument("--profile", default=os.environ.get("FMD_PROFILE", "quick"),
                         choices=PROFILE_NAMES, help="default: $FMD_PROFILE, else quick")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    parser.add_argument("--jobs", type=cli.positive_int, default=None,
+                        help="training runs at once before the notebooks (default: one per core "
+                             "for a one-thread recipe, else one)")
     args = parser.parse_args(argv)
     if args.profile not in PROFILE_NAMES:  # argparse checks a given value, not its default
         parser.error(f"unknown profile {args.profile!r} (from FMD_PROFILE); choose one of "
                      f"{', '.join(PROFILE_NAMES)}")
     notebooks = find_notebooks(NOTEBOOKS, args.only)
     cli.check_writable(NOTEBOOKS)
-    print(stored_runs_line(args.profile), flush=True)
+    missing = missing_runs(args.profile)
+    if args.only:  # the runs of the chapters asked for
+        missing = {k: v for k, v in missing.items() if any(v[0].startswith(p[:2]) for p in args.only)}
+    jobs = args.jobs or default_jobs(args.profile)
+    print(stored_runs_line(args.profile, missing, jobs), flush=True)
+    if missing:  # every run first, several at once; the notebooks then read the records
+        from .profiles import get_profile, runs_root
+        from .train import train_all
+
+        train_all({key: config for key, (_, config) in missing.items()}, runs_root(args.profile),
+                  download=get_profile(args.profile).download, jobs=jobs)
     total = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)

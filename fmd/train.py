@@ -117,23 +117,85 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
 
 def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike] = None, *,
               progress: bool = False, verbose: bool = True, checkpoints: bool = False,
-              download: bool = False) -> Dict[Name, Dict[str, Any]]:
+              download: bool = False, jobs: int = 1) -> Dict[Name, Dict[str, Any]]:
     """Train (or fetch) every config; an interrupted run continues from its checkpoint.
 
     Configs that coincide are one run: the second is fetched from the cache at no cost. With
     ``checkpoints``, a finished run whose checkpoint is missing (a fresh clone keeps the records,
     not the weights) is trained again now, so that a later :func:`load_trained` does not replace
     a record that tables were already drawn from.
+
+    ``jobs`` > 1 trains that many runs at once, each in its own process (a run without
+    ``threads`` gets an equal share of the cores): on two cores, two one-thread runs of the quick
+    recipe finish more images per second than one two-thread run. A line per finished run says
+    how many are left and, from the runs finished so far, about how long they take.
     """
-    run = _train_with_weights if checkpoints else partial(train, resume=True)
-    records = {}
-    for i, (name, config) in enumerate(configs.items(), 1):
-        tag = PROGRESS_TAG.set(f"[run {i}/{len(configs)}]")
-        try:
-            records[name] = run(config, runs_root, progress=progress, verbose=verbose, download=download)
-        finally:
-            PROGRESS_TAG.reset(tag)
-    return records
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    options = dict(progress=progress and jobs == 1, verbose=verbose, download=download)
+    unique: Dict[str, TrainConfig] = {}
+    for config in configs.values():
+        unique.setdefault(config.key(), config)
+    if jobs == 1 or len(unique) == 1:
+        done = {key: _train_tagged(config, runs_root, checkpoints, f"[run {i}/{len(unique)}]", options)
+                for i, (key, config) in enumerate(unique.items(), 1)}
+    else:
+        done = _train_parallel(unique, runs_root, checkpoints, options, jobs)
+    return {name: done[config.key()] for name, config in configs.items()}
+
+
+def _train_tagged(config: TrainConfig, runs_root: Optional[PathLike], checkpoints: bool, tag: str,
+                  options: Dict[str, Any], threads: Optional[int] = None) -> Dict[str, Any]:
+    """One run of :func:`train_all`, its progress lines tagged ``tag``."""
+    if threads is not None and config.threads is None:
+        torch.set_num_threads(threads)
+    token = PROGRESS_TAG.set(tag)
+    try:
+        if checkpoints:
+            return _train_with_weights(config, runs_root, **options)
+        return train(config, runs_root, resume=True, **options)
+    finally:
+        PROGRESS_TAG.reset(token)
+
+
+def _train_parallel(unique: Mapping[str, TrainConfig], runs_root: Optional[PathLike],
+                    checkpoints: bool, options: Dict[str, Any], jobs: int) -> Dict[str, Dict[str, Any]]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    say = _printer(options["verbose"])
+    todo = [key for key, config in unique.items() if not run_finished(config, runs_root, checkpoints)]
+    done = {key: runs.load_record(config.identity(), runs_root)
+            for key, config in unique.items() if key not in todo}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    say(f"{len(done)} of {len(unique)} runs stored; training {len(todo)}, {jobs} at a time")
+    start, n = time.perf_counter(), len(unique)
+    # spawn: a forked child would inherit the parent's OpenMP threads in an unusable state
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(_train_tagged, unique[key], runs_root, checkpoints,
+                               f"[run {len(done) + i}/{n}]", options, threads): key
+                   for i, key in enumerate(todo, 1)}
+        finished = 0
+        while pending:
+            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in ready:
+                key = pending.pop(future)
+                done[key] = future.result()  # a failed run stops the batch, as it would alone
+                finished += 1
+                elapsed = time.perf_counter() - start
+                left = elapsed / finished * (len(todo) - finished)
+                say(f"{done[key]['name']} done; {finished} of {len(todo)} trained in "
+                    f"{elapsed / 60:.0f} min, about {left / 60:.0f} min left")
+    return done
+
+
+def run_finished(config: TrainConfig, runs_root: Optional[PathLike], weights: bool = False) -> bool:
+    """Whether ``config``'s record is stored in full (and, with ``weights``, its weights too)."""
+    record = runs.load_record(config.identity(), runs_root)
+    if record is None or len(record["history"]) != config.epochs:
+        return False
+    return not weights or any(p.is_file() for p in (checkpoint_path(config, runs_root),
+                                                     weights_path(config, runs_root)))
 
 
 def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = None,

@@ -99,14 +99,34 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
     from fmd import gradcam
     from fmd.chapters import ch05_attention_ablation as ch05, chapter_runs
     from fmd.profiles import runs_root
-    from fmd.reproduce import stored_runs_line
+    from fmd.reproduce import missing_runs, stored_runs_line
 
     root = runs_root("quick")
     for chapter, config in chapter_runs("quick").values():
         record = runs.load_record(config.identity(), root)
         assert record is not None, f"chapter {chapter}: {runs.run_name(config.identity())} not committed"
         assert len(record["history"]) == config.epochs
-    assert stored_runs_line("quick").endswith("nothing to train")
+    assert missing_runs("quick") == {}
+    assert stored_runs_line("quick", {}, 2).endswith("nothing to train")
     chapter5 = ch05.default_configs("quick")
     for attentions in gradcam.FIGURE4_MODELS.values():
         assert weights_path(chapter5["+".join(attentions)], root).is_file()
+
+
+def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_networks(tmp_path):
+    """The up-front cost line: a missing run of a network that has a stored record is estimated
+    from that record's seconds per epoch; one without is counted as not estimated."""
+    from fmd.reproduce import estimate_seconds, stored_runs_line
+
+    stored = make_config("smoke", conv="static", epochs=2)
+    record = {"name": "r", "key": stored.key(), "config": stored.to_dict(), "wall_time_s": 30.0,
+              "history": [{}, {}]}
+    folder = runs.run_dir(stored.identity(), tmp_path)
+    folder.mkdir(parents=True)
+    runs.write_json(folder / runs.RECORD_NAME, record)
+    longer, other = make_config("smoke", conv="static", epochs=4, seed=1), make_config("smoke", conv="odconv")
+    assert estimate_seconds([longer, other], tmp_path) == (60.0, 1)
+    missing = {"a": ("03", longer), "b": ("05", other)}
+    line = stored_runs_line("smoke", missing, 2)
+    assert "to train 2 (chapter 03: 1, chapter 05: 1)" in line
+

@@ -351,6 +351,22 @@ def test_train_all_continues_an_interrupted_run_and_shares_equal_configs(tmp_pat
     assert len(runs.list_records(tmp_path)) == 1
 
 
+def test_train_all_in_parallel_processes_trains_what_one_process_trains(tmp_path, capsys):
+    """jobs=2: two runs at once in spawned processes, each computing what it computes alone; a
+    stored run is fetched, not trained again."""
+    a, b, stored = tiny(conv="static"), tiny(conv="fmdconv"), tiny(conv="dyconv")
+    alone = {name: quiet(c, tmp_path / "alone") for name, c in (("a", a), ("b", b))}
+    quiet(stored, tmp_path / "both")
+    both = train_module.train_all({"a": a, "b": b, "c": stored, "d": tiny(conv="static")},
+                                  tmp_path / "both", jobs=2)
+    assert {n: metrics(both[n]) for n in alone} == {n: metrics(r) for n, r in alone.items()}
+    assert both["d"] == both["a"] and both["c"]["sessions"] == 1
+    err = capsys.readouterr().err
+    assert "1 of 3 runs stored; training 2, 2 at a time" in err and "2 of 2 trained" in err
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        train_module.train_all({"a": a}, tmp_path, jobs=0)
+
+
 def test_load_trained_returns_the_trained_weights_and_retrains_a_missing_checkpoint(tmp_path):
     config = tiny(conv="fmdconv")
     record = quiet(config, tmp_path)
