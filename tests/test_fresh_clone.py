@@ -130,3 +130,14 @@ def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_netw
     line = stored_runs_line("smoke", missing, 2)
     assert "to train 2 (chapter 03: 1, chapter 05: 1)" in line
 
+
+
+def test_every_run_of_the_recipe_pilot_is_committed():
+    """Chapter 03's pilot table and figure read committed records, whatever the profile: every run
+    of ch03.PILOT is stored, and the chosen recipe's static run reached the 93% it was chosen for."""
+    from fmd.chapters import ch03_training as ch03
+
+    found = ch03.pilot_records()
+    assert list(found) == list(ch03.pilot_configs()) and len(found) == len(ch03.PILOT)
+    chosen = found[next(label for label in found if label.startswith("Static · small stem, flip, 15"))]
+    assert chosen["final"]["test_top1"] >= 93.0

@@ -435,7 +435,7 @@ def test_warmup_raises_the_lr_linearly_then_hands_over_to_the_schedule():
 
 
 def test_label_smoothing_enters_the_key_only_when_set_and_is_checked():
-    plain, smoothed = make_config("quick"), make_config("quick", label_smoothing=0.1)
+    plain, smoothed = make_config("quick", label_smoothing=0.0), make_config("quick", label_smoothing=0.1)
     assert "label_smoothing" not in plain.identity() and smoothed.identity()["label_smoothing"] == 0.1
     assert plain.key() == make_config("quick", label_smoothing=0).key() != smoothed.key()
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):

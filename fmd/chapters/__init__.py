@@ -20,7 +20,8 @@ def chapter_runs(profile: str):
     seeds = get_profile(profile).seeds
     found = {}
     comparison = ch03.comparison_configs(profile, depths=(18, 50))
-    groups = [("03", [*comparison.values(), *ch03.init_configs(comparison, 18, seeds[0]).values()])]
+    groups = [("03", [*comparison.values(), *ch03.init_configs(comparison, 18, seeds[0]).values(),
+                      *ch03.check_configs(comparison).values()])]
     sweeps = ch04.sweep_configs(profile)
     groups.append(("04", [*sweeps["T_k"].values(), *sweeps["K"].values(), *sweeps["seeds"].values(),
                           sweeps["reference"], sweeps["static"]]))

@@ -15,7 +15,8 @@ from ..conv import CONV_NAMES
 from ..labels import conv_label
 from ..profiles import depth_seeds, main_config
 from ..train import TrainConfig
-from .common import CONVERGENCE, GAIN, beyond_spread, convergence_columns, mean_std, pm, provisional, span
+from .common import (CHECK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta, convergence_columns,
+                     mean_std, pm, provisional, shown_finished, span)
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -58,6 +59,61 @@ def check_configs(configs: Mapping[Run, TrainConfig], depths: Sequence[int] = (1
         if d in depths and (d, c) not in out:
             out[(d, c)] = dataclasses.replace(config, epochs=math.ceil(1.5 * config.epochs))
     return out
+
+
+# Issue 25's recipe pilot: ResNet-18 runs on all of Fashion-MNIST's training images, one seed,
+# each as overrides of the quick recipe (fmd.config.RECIPES, which the pilot chose); the first
+# epoch-10 runs sweep the stem and the augmentation on the static network, the others test the
+# choice on FMDConv and on ODConv (the slowest to start).
+PILOT: Tuple[Tuple[str, Dict[str, Any]], ...] = (
+    ("static", dict(stem="imagenet", transform="cifar", epochs=10)),
+    ("static", dict(stem="imagenet", transform="cifar")),
+    ("static", dict(stem="imagenet", transform="none")),
+    ("static", dict(transform="none", epochs=10)),
+    ("static", dict(transform="none")),
+    ("static", dict(transform="cifar", epochs=10)),
+    ("static", dict(epochs=10)),
+    ("static", {}),
+    ("fmdconv", dict(transform="none", epochs=10, temperature_clock="fmd")),
+    ("fmdconv", {}),
+    ("odconv", dict(transform="none", epochs=10, temperature_clock="fmd")),
+    ("odconv", {}),
+)
+_PILOT_FIELDS = ("stem", "transform", "epochs")  # what the pilot varies (and the clock)
+
+
+def pilot_configs() -> Dict[str, TrainConfig]:
+    """The pilot's runs by label ('static · small stem, flip, 15 epochs')."""
+    from ..config import make_config
+
+    out = {}
+    for conv, overrides in PILOT:
+        config = make_config("quick", conv=conv, dataset="fashion_mnist", **overrides)
+        clock = ", fmd clock" if config.temperature_clock == "fmd" and config.schedules() else ""
+        out[f"{conv_label(conv)} · {config.stem} stem, {config.transform}, "
+            f"{config.epochs} epochs{clock}"] = config
+    return out
+
+
+def pilot_records() -> Dict[str, Record]:
+    """The pilot's records, committed under ``data/runs/`` (whatever the profile), by label; a
+    missing one is left out."""
+    from .. import runs
+
+    found = {label: runs.load_record(c.identity(), runs.RUNS_ROOT) for label, c in pilot_configs().items()}
+    return {label: r for label, r in found.items() if r is not None}
+
+
+def pilot_rows(records: Mapping[str, Record]) -> List[Dict[str, Any]]:
+    """One row per pilot run: what it varied, its final top-1 and its convergence columns."""
+    rows = []
+    for r in records.values():
+        c = r["config"]
+        rows.append({"conv": conv_label(c["conv"]), **{f: c[f] for f in _PILOT_FIELDS},
+                     "top-1 (%)": round(r["final"]["test_top1"], 2),
+                     "train top-1 (%)": round(r["history"][-1]["train_top1"], 2),
+                     **convergence_columns([r]), "run": r["name"]})
+    return rows
 
 
 def by_conv(records: Mapping[Run, Record], depth: int, seed: Optional[int] = None
@@ -140,6 +196,35 @@ def accuracy_rows(records: Mapping[Run, Record],
             "classes": first["num_classes"], "runs": " ".join(r["name"] for r in runs),
         })
     return rows
+
+
+def check_rows(records: Mapping[Run, Record], checks: Mapping[Tuple[int, str], Record]
+               ) -> List[Dict[str, Any]]:
+    """Each check run beside its main runs: the main runs' epochs and mean ± std top-1, the check
+    run's epochs and top-1, their difference, the tolerance max(std, 0.3 pp) and whether the
+    config is shown finished (:func:`fmd.chapters.common.shown_finished`)."""
+    groups = seed_groups(records)
+    rows = []
+    for (depth, conv), check in checks.items():
+        mains = groups[(depth, conv)]
+        mean, std = mean_std(_final(mains, "test_top1"))
+        rows.append({"depth": depth, "conv": conv_label(conv), "main epochs": len(mains[0]["history"]),
+                     "main top-1 (%)": pm(mean, std), "check epochs": len(check["history"]),
+                     "check top-1 (%)": round(check["final"]["test_top1"], 2),
+                     CHECK: round(check_delta(mains, check), 2),
+                     "tolerance (pp)": round(max(std or 0.0, RISING_PP), 2),
+                     "finished": shown_finished(mains, check), "check run": check["name"]})
+    return rows
+
+
+def maps_reading(record: Record) -> str:
+    """What the stem leaves of the input, and what that does to the cost of the kernel mix."""
+    size = record["input_size"][-1]
+    first = size // {"imagenet": 4, "small": 2, "cifar": 1}[record["config"]["stem"]]
+    return (f"At a {size}×{size} input the {record['config']['stem']} stem leaves {first}×{first} "
+            f"maps for the first stage and {max(1, first // 8)}×{max(1, first // 8)} in the last, so "
+            "mixing the kernels ($\\sum_k\\pi_k W_k$, the same cost per sample at any map size) "
+            "weighs far more in the MACs than the few per cent chapter 02 counts at 224×224.")
 
 
 def seed_rows(records: Mapping[Run, Record]) -> List[Dict[str, Any]]:
