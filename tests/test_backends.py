@@ -219,3 +219,15 @@ def test_training_speed_rows_compare_time_with_the_mac_ratio_and_the_targets():
     assert "fmdconv with strategy `tune` (grouped): ×2.00" in reading and "is met." in reading
     assert reading.count("is not met") == 1
     assert ch07.training_speed_reading([]).startswith("No benchmark table")
+    assert fmd_row["target ×static"] == pytest.approx(1.1 * fmd_row["MACs ×static"], abs=0.01)
+
+    # Before → after where a table has both strategies; at CIFAR width the target is absolute.
+    table.append(row("fmdconv", 0.3, "auto"))
+    cifar = [dict(row("static", 1.0, "auto"), name=ch07.CIFAR_TRAINING_CASE, time_ratio=1.0),
+             dict(row("fmdconv", 2.1), name=ch07.CIFAR_TRAINING_CASE, time_ratio=2.1)]
+    rows = ch07.training_speed_rows({"bench_cpu_eager.json": table, "bench_cifar.json": cifar},
+                                    (*QUICK_CASES, ch07.CIFAR_TRAINING_CASE))
+    assert [r["target ×static"] for r in rows if r["case"] == ch07.CIFAR_TRAINING_CASE] == [2.0]
+    reading = ch07.training_speed_reading(rows)
+    assert f"{QUICK_CASES[0]} fmdconv ×3.00 → ×2.00" in reading
+    assert "×2.10 the static step's time" in reading and reading.count("is not met") == 3  # auto, ODConv, CIFAR
