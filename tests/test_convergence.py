@@ -144,3 +144,39 @@ def test_chapter_03_check_runs_are_the_lowest_seed_at_one_and_a_half_times_the_e
     assert set(checks) == {(18, "static"), (18, "fmdconv")}
     assert all(c.epochs == 5 and c.seed == 1 for c in checks.values())
     assert checks[(18, "fmdconv")].key() != configs[(18, 1, "fmdconv")].key()
+
+
+def test_chapter_03_check_rows_set_each_check_run_beside_its_main_runs():
+    mains = {(18, s, "fmdconv"): record([80.0, 90.0, 91.0 + 0.2 * s], seed=s) for s in range(3)}
+    checks = {(18, "fmdconv"): record([80.0, 90.0, 91.0, 91.5, 91.9], seed=0)}
+    row, = ch03.check_rows(mains, checks)
+    assert (row["main epochs"], row["check epochs"], row["main top-1 (%)"]) == (3, 5, "91.20 ± 0.20")
+    assert row[CHECK] == pytest.approx(0.7) and row["tolerance (pp)"] == 0.3 and row["finished"] is False
+
+
+def cost_row(depth: int, cost: str, reductions: Sequence[float]) -> Dict[str, Any]:
+    return {"backbone": f"ResNet-{depth}", "cost": cost, "computation": "fmd engine (auto)",
+            ch09.REDUCTION: sorted(reductions)[len(reductions) // 2], "sessions": len(reductions),
+            ch09.RANGE: f"{min(reductions):.1f} to {max(reductions):.1f}"}
+
+
+def test_chapter_09_cost_verdict_says_within_noise_where_the_sessions_cross_the_threshold():
+    # Half the claims: 24.9% (ResNet-18), 21.1% (ResNet-50).
+    rows = [cost_row(18, "training step", [30.0, 35.0, 40.0]), cost_row(50, "training step", [16.4, 25.0, 29.7]),
+            cost_row(50, "batch-1 latency", [5.0, 6.0, 7.0])]
+    verdict = ch09.cost_verdict(rows)
+    assert verdict["verdict"].startswith("holds only for ResNet-18 training step (fmd engine (auto))")
+    assert "in every session" in verdict["verdict"]
+    assert "within noise: ResNet-50 training step (fmd engine (auto))" in verdict["verdict"]
+    assert "batch-1 latency (fmd engine (auto)) +6.0% (sessions: 5.0 to 7.0)" in verdict["measured"]
+
+
+def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes():
+    rows = ch09.cost_sessions("smoke", depths=(18,), threads=1, sessions=2)
+    timed = [r for r in rows if r["cost"] in ("batch-1 latency", "training step")]
+    assert timed and all(r["sessions"] == 2 for r in rows)
+    for r in timed:
+        low, high = (float(v) for v in r[ch09.RANGE].split(" to "))
+        assert low <= r[ch09.REDUCTION] <= high
+    macs = next(r for r in rows if r["cost"] == "MACs")
+    assert macs[ch09.RANGE] == f"{macs[ch09.REDUCTION]:.1f} to {macs[ch09.REDUCTION]:.1f}"

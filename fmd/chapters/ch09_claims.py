@@ -9,6 +9,7 @@ one convolution with groups = batch: the engine's ``grouped`` strategy forced in
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -27,6 +28,10 @@ COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdcon
 COMPUTATIONS = {"official (grouped)": "grouped", "fmd engine (auto)": "auto"}
 
 
+REDUCTION = "FMDConv reduction vs ODConv (%)"
+RANGE = "reduction over sessions (%)"
+
+
 @dataclass(frozen=True)
 class CostSetting:
     """The sizes at which a profile times the cost claim."""
@@ -37,12 +42,15 @@ class CostSetting:
     train_width: int
     rounds: int
     repeats: int
+    sessions: int = 1  # fresh processes the times are measured in (cost_sessions)
 
 
 COST_SETTINGS = {
     "smoke": CostSetting(32, 4, 2, 4, rounds=1, repeats=1),
-    "quick": CostSetting(224, 64, 32, 64, rounds=3, repeats=2),
-    "paper": CostSetting(224, 64, 128, 64, rounds=5, repeats=5),
+    # Three sessions: the ResNet-50 training-step reduction moved from 29.7% to 16.4% between two
+    # single-session runs of chapter 09 on this 2-core machine (issue 25).
+    "quick": CostSetting(224, 64, 32, 64, rounds=3, repeats=2, sessions=3),
+    "paper": CostSetting(224, 64, 128, 64, rounds=5, repeats=5, sessions=3),
 }
 
 
@@ -112,7 +120,41 @@ def _row(depth: int, cost: str, setting: str, computation: str, values: Mapping[
             "static": round(values["static"] * scale, 4), "FMDConv K=4": round(fmd * scale, 4),
             "ODConv 4×": round(od * scale, 4), "FMDConv × static": round(fmd / values["static"], 3),
             "ODConv × static": round(od / values["static"], 3),
-            "FMDConv reduction vs ODConv (%)": round(100 * (1 - fmd / od), 1)}
+            REDUCTION: round(100 * (1 - fmd / od), 1)}
+
+
+def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[int] = None,
+                  sessions: Optional[int] = None) -> List[Dict[str, Any]]:
+    """:func:`cost_rows` measured in ``sessions`` fresh Python processes (default: the profile's):
+    a process can run fast or slow for its whole life, which interleaved rounds within it cannot
+    average out. Each row holds the median over the sessions of every time and of the reduction,
+    and the reduction's range (:data:`RANGE`, min–max; MACs and parameters do not vary)."""
+    import json
+    import subprocess
+    import sys
+
+    count = sessions or cost_setting(profile).sessions
+    code = ("import json, sys; from fmd.chapters.ch09_claims import cost_rows; "
+            "print(json.dumps(cost_rows(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]))))")
+    found = []
+    for _ in range(count):
+        done = subprocess.run([sys.executable, "-c", code, profile, json.dumps(list(depths)),
+                               json.dumps(threads)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"a cost-claim session failed (exit {done.returncode}):\n"
+                               f"{done.stderr[-2000:]}")
+        found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = []
+    for same in zip(*found):
+        row = dict(same[0])
+        for column in ("static", "FMDConv K=4", "ODConv 4×", "FMDConv × static", "ODConv × static",
+                       REDUCTION):
+            row[column] = statistics.median(r[column] for r in same)
+        low, high = min(r[REDUCTION] for r in same), max(r[REDUCTION] for r in same)
+        row[RANGE] = f"{low:.1f} to {high:.1f}"
+        row["sessions"] = count
+        rows.append(row)
+    return rows
 
 
 def published_cost_rows() -> List[Dict[str, Any]]:
@@ -120,7 +162,7 @@ def published_cost_rows() -> List[Dict[str, Any]]:
     rows = []
     for arch in ("resnet18", "resnet50"):
         claim = reference.get(reference.PAPER_CLAIMS, arch, "fmdconv", "cost_reduction_pct")
-        rows.append({"published": f"abstract, {arch}", "FMDConv reduction vs ODConv (%)": claim.value,
+        rows.append({"published": f"abstract, {arch}", REDUCTION: claim.value,
                      "what": "'computational cost' (time or FLOPs not stated)", "source": claim.source})
     logs = reference.OFFICIAL_TRAINING_TIME
     fmd, od = logs[("resnet18", "fmdconv_4x")], logs[("resnet18", "odconv_4x")]
@@ -130,7 +172,7 @@ def published_cost_rows() -> List[Dict[str, Any]]:
             ("developer notes, s per training epoch", fmd["epoch_s_k4_low"], fmd["epoch_s_k4_high"],
              od["epoch_s"])):
         rows.append({"published": f"{what}, resnet18",
-                     "FMDConv reduction vs ODConv (%)":
+                     REDUCTION:
                          f"{100 * (1 - f_hi.value / o.value):.1f}–{100 * (1 - f_lo.value / o.value):.1f}",
                      "what": f"FMDConv {f_lo.printed}–{f_hi.printed} against ODConv 4× {o.printed} "
                              f"({o.unit}; reduction computed here)",
@@ -145,26 +187,43 @@ def published_cost_rows() -> List[Dict[str, Any]]:
 def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
     """The cost claim's verdict from :func:`cost_rows`: for each backbone, the range of FMDConv's
     reduction against ODConv under each computation and cost, and whether it nears the abstract's."""
-    lines, near = [], []
+    lines, near, noise = [], [], []
     for depth in DEPTHS:
         claim = reference.get(reference.PAPER_CLAIMS, f"resnet{depth}", "fmdconv", "cost_reduction_pct").value
         mine = [r for r in rows if r["backbone"] == f"ResNet-{depth}" and r["cost"] != "parameters"]
         if not mine:
             continue
-        parts = [f"{r['cost']} ({r['computation']}) {r['FMDConv reduction vs ODConv (%)']:+.1f}%"
-                 for r in mine]
+        parts = [f"{r['cost']} ({r['computation']}) {r[REDUCTION]:+.1f}%"
+                 + (f" (sessions: {r[RANGE]})" if r.get("sessions", 1) > 1 else "") for r in mine]
         lines.append(f"ResNet-{depth} (claimed {claim:g}%): " + "; ".join(parts))
-        near += [f"ResNet-{depth} {r['cost']} ({r['computation']})" for r in mine
-                 if r["FMDConv reduction vs ODConv (%)"] >= claim / 2]
-    verdict = ("holds only for " + ", ".join(near) + " (a reduction at least half the claimed one)"
+        for r in mine:
+            name = f"ResNet-{depth} {r['cost']} ({r['computation']})"
+            low, high = _reduction_range(r)
+            if low >= claim / 2:
+                near.append(name)
+            elif high >= claim / 2:
+                noise.append(name)
+    verdict = ("holds only for " + ", ".join(near) + " (a reduction at least half the claimed one"
+               + (" in every session)" if any(r.get("sessions", 1) > 1 for r in rows) else ")")
                if near else "not at this scale: no cost measured here comes within half of the "
                "claimed reduction")
+    if noise:
+        verdict += ("; within noise: " + ", ".join(noise) + " (the sessions' range crosses half the "
+                    "claimed reduction)")
     return {"claim": "FMDConv 'reduces the computational cost by up to 49.8% on ResNet-18 and 42.2% on "
                      "ResNet-50 compared to prior multi-attention dynamic convolution methods' (abstract)",
             "test": "FMDConv K=4 against ODConv 4× (the multi-attention method the official logs compare), "
                     "same backbone and input, in MACs, batch-1 latency and training-step time, under the "
                     "official computation and fmd's engine (table above)",
             "measured": " | ".join(lines), "verdict": verdict}
+
+
+def _reduction_range(row: Mapping[str, Any]) -> tuple:
+    """(min, max) of a cost row's reduction over its sessions (the one value for one session)."""
+    if RANGE not in row:
+        return row[REDUCTION], row[REDUCTION]
+    low, high = row[RANGE].split(" to ")
+    return float(low), float(high)
 
 
 def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
