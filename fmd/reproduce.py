@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import cli
-from .profiles import PROFILE_NAMES, figures_dir
+from .profiles import PROFILE_NAMES, figures_dir, get_profile, runs_root
 from .provenance import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -100,14 +100,16 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
-def missing_runs(profile: str) -> Dict[str, Tuple[str, Any]]:
-    """The chapters' training runs (:func:`fmd.chapters.chapter_runs`) not stored in full."""
+def missing_runs(profile: str, needed: Optional[Mapping[str, Tuple[str, Any]]] = None
+                 ) -> Dict[str, Tuple[str, Any]]:
+    """Of ``needed`` (default: every run the chapters read, :func:`fmd.chapters.chapter_runs`), the
+    runs not stored in full."""
     from .chapters import chapter_runs
-    from .profiles import runs_root
     from .train import run_finished
 
     root = runs_root(profile)
-    return {key: (chapter, config) for key, (chapter, config) in chapter_runs(profile).items()
+    needed = chapter_runs(profile) if needed is None else needed
+    return {key: (chapter, config) for key, (chapter, config) in needed.items()
             if not run_finished(config, root)}
 
 
@@ -136,32 +138,34 @@ def estimate_seconds(configs: Sequence[Any], root: Path) -> Tuple[float, int]:
     return seconds, known
 
 
-def default_jobs(profile: str) -> int:
-    """Runs trained at once: one per group of the recipe's threads on this machine's cores (the
-    quick recipe trains on one thread), else one."""
-    from .config import RECIPES
-    from .profiles import get_profile
+def default_jobs(configs: Sequence[Any]) -> int:
+    """Runs to train at once: one (on a GPU, or for runs without a thread count, which use every
+    core); else as many as the cores hold of the runs' threads (the quick recipe: one each)."""
+    import torch
 
-    threads = RECIPES[get_profile(profile).recipe].get("threads")
-    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+    from .train import available_cores
+
+    threads = {c.threads for c in configs}
+    if not configs or torch.cuda.is_available() or None in threads:
+        return 1
+    return max(1, available_cores() // max(threads))
 
 
-def stored_runs_line(profile: str, missing: Mapping[str, Tuple[str, Any]], jobs: int) -> str:
-    """One line: how many of the chapters' training runs are stored, which chapters train the rest
-    and about how long that takes here (:func:`estimate_seconds`)."""
-    from .chapters import chapter_runs
-    from .profiles import runs_root
-
-    needed = len(chapter_runs(profile))
+def stored_runs_line(needed: int, missing: Mapping[str, Tuple[str, Any]], jobs: int,
+                     root: Path) -> str:
+    """One line: how many of the ``needed`` training runs are stored, which chapters train the
+    rest and about how long that takes here (:func:`estimate_seconds`, ``jobs`` at a time)."""
     if not missing:
         return f"training runs the chapters read: {needed}, all stored; nothing to train"
     count: Dict[str, int] = {}
     for chapter, _ in missing.values():
         count[chapter] = count.get(chapter, 0) + 1
     where = ", ".join(f"chapter {c}: {n}" for c, n in sorted(count.items()))
-    seconds, known = estimate_seconds([c for _, c in missing.values()], runs_root(profile))
-    cost = (f"about {seconds / 3600 / jobs:.1f} h at {jobs} at a time, from the stored runs of the "
-            f"same networks ({known} of {len(missing)} estimated)" if known
+    seconds, known = estimate_seconds([c for _, c in missing.values()], root)
+    at_once = min(jobs, len(missing))
+    cost = (f"about {seconds / 3600 / at_once:.1f} h at {at_once} at a time, from the stored runs of "
+            f"the same networks ({known} of {len(missing)} estimated; runs side by side can be "
+            "slower than the stored ones)" if known
             else "no stored run of the same networks to estimate the time from")
     return (f"training runs the chapters read: {needed}, stored {needed - len(missing)}; "
             f"to train {len(missing)} ({where}); {cost}")
@@ -180,21 +184,23 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                         choices=PROFILE_NAMES, help="default: $FMD_PROFILE, else quick")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
     parser.add_argument("--jobs", type=cli.positive_int, default=None,
-                        help="training runs at once before the notebooks (default: one per core "
-                             "for a one-thread recipe, else one)")
+                        help="training runs at once before the notebooks (default: as many as the "
+                             "cores hold of the runs' threads; one on a GPU)")
     args = parser.parse_args(argv)
     if args.profile not in PROFILE_NAMES:  # argparse checks a given value, not its default
         parser.error(f"unknown profile {args.profile!r} (from FMD_PROFILE); choose one of "
                      f"{', '.join(PROFILE_NAMES)}")
     notebooks = find_notebooks(NOTEBOOKS, args.only)
     cli.check_writable(NOTEBOOKS)
-    missing = missing_runs(args.profile)
-    if args.only:  # the runs of the chapters asked for
-        missing = {k: v for k, v in missing.items() if any(v[0].startswith(p[:2]) for p in args.only)}
-    jobs = args.jobs or default_jobs(args.profile)
-    print(stored_runs_line(args.profile, missing, jobs), flush=True)
+    from .chapters import chapter_runs
+
+    needed = chapter_runs(args.profile)
+    if args.only:  # the runs of the chapters asked for (a run two chapters read counts for the first)
+        needed = {k: v for k, v in needed.items() if any(v[0].startswith(p[:2]) for p in args.only)}
+    missing = missing_runs(args.profile, needed)
+    jobs = args.jobs or default_jobs([c for _, c in missing.values()])
+    print(stored_runs_line(len(needed), missing, jobs, runs_root(args.profile)), flush=True)
     if missing:  # every run first, several at once; the notebooks then read the records
-        from .profiles import get_profile, runs_root
         from .train import train_all
 
         train_all({key: config for key, (_, config) in missing.items()}, runs_root(args.profile),

@@ -32,7 +32,7 @@ from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, _read_checkpoint, 
                           _set_rng_state, _stored_weights, checkpoint_path, load_checkpoint,
                           save_checkpoint, save_weights, weights_path)
 from .config import RECIPES, TrainConfig, field_choices, make_config
-from .data import BatchLoader, config_loaders
+from .data import BatchLoader, config_loaders, get_datasets
 from .loop import (NonFiniteLossError, build_model, evaluate, lr_factor, resolve_device,
                    set_strategies, train_epoch, used_strategies)
 from .provenance import git_state
@@ -160,6 +160,10 @@ def _train_tagged(config: TrainConfig, runs_root: Optional[PathLike], checkpoint
 
 def _train_parallel(unique: Mapping[str, TrainConfig], runs_root: Optional[PathLike],
                     checkpoints: bool, options: Dict[str, Any], jobs: int) -> Dict[str, Dict[str, Any]]:
+    """Train ``unique``'s unstored runs, at most ``jobs`` at a time, each in a spawned process (a
+    forked one would inherit the parent's OpenMP threads in an unusable state). No run starts after
+    one has failed (the others finish their run; then the failure is raised) or after Ctrl-C (the
+    workers, interrupted too, keep every finished epoch in their checkpoints)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -167,35 +171,71 @@ def _train_parallel(unique: Mapping[str, TrainConfig], runs_root: Optional[PathL
     todo = [key for key, config in unique.items() if not run_finished(config, runs_root, checkpoints)]
     done = {key: runs.load_record(config.identity(), runs_root)
             for key, config in unique.items() if key not in todo}
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    jobs = min(jobs, max(1, len(todo)))
+    threads = max(1, available_cores() // jobs)
     say(f"{len(done)} of {len(unique)} runs stored; training {len(todo)}, {jobs} at a time")
-    start, n = time.perf_counter(), len(unique)
-    # spawn: a forked child would inherit the parent's OpenMP threads in an unusable state
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = {pool.submit(_train_tagged, unique[key], runs_root, checkpoints,
-                               f"[run {len(done) + i}/{n}]", options, threads): key
-                   for i, key in enumerate(todo, 1)}
-        finished = 0
-        while pending:
+    if options["download"]:  # once, here: runs downloading into one folder at once could clash
+        for dataset in sorted({unique[key].dataset for key in todo}):
+            get_datasets(dataset, download=True)
+    queue, n, durations, failure = list(enumerate(todo, len(done) + 1)), len(unique), [], None
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending: Dict[Any, Tuple[str, float]] = {}
+        while queue or pending:
+            while queue and len(pending) < jobs and failure is None:
+                i, key = queue.pop(0)
+                future = pool.submit(_train_tagged, unique[key], runs_root, checkpoints, f"[run {i}/{n}]",
+                                     options, threads)
+                pending[future] = (key, time.perf_counter())
+            if not pending:
+                break
             ready, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in ready:
-                key = pending.pop(future)
-                done[key] = future.result()  # a failed run stops the batch, as it would alone
-                finished += 1
-                elapsed = time.perf_counter() - start
-                left = elapsed / finished * (len(todo) - finished)
-                say(f"{done[key]['name']} done; {finished} of {len(todo)} trained in "
-                    f"{elapsed / 60:.0f} min, about {left / 60:.0f} min left")
+                key, started = pending.pop(future)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                    say(f"{runs.run_name(unique[key].identity())} failed: {future.exception()!r}; "
+                        "no further run starts")
+                    continue
+                done[key] = future.result()
+                durations.append(time.perf_counter() - started)
+                left = len(queue) + len(pending)
+                eta = statistics.fmean(durations) * left / min(jobs, left) if left else 0.0
+                say(f"{done[key]['name']} done; {len(durations)} of {len(todo)} trained, "
+                    f"about {eta / 60:.0f} min left")
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    if failure is not None:
+        raise failure
     return done
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_finished(config: TrainConfig, runs_root: Optional[PathLike], weights: bool = False) -> bool:
-    """Whether ``config``'s record is stored in full (and, with ``weights``, its weights too)."""
+    """Whether ``config``'s record is stored in full with no unfinished checkpoint beside it (a
+    forced retrain that was interrupted; :func:`train` would continue it) and, with ``weights``,
+    its weights are stored too."""
     record = runs.load_record(config.identity(), runs_root)
     if record is None or len(record["history"]) != config.epochs:
         return False
-    return not weights or any(p.is_file() for p in (checkpoint_path(config, runs_root),
-                                                     weights_path(config, runs_root)))
+    ckpt = checkpoint_path(config, runs_root)
+    if ckpt.is_file():
+        try:  # the epoch alone: mapped, not read
+            epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint: train() reports it when asked
+            epoch = config.epochs
+        if epoch < config.epochs:
+            return False
+    return not weights or any(p.is_file() for p in (ckpt, weights_path(config, runs_root)))
 
 
 def _train_with_weights(config: TrainConfig, runs_root: Optional[PathLike] = None,

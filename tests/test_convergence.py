@@ -162,12 +162,16 @@ def cost_row(depth: int, cost: str, reductions: Sequence[float]) -> Dict[str, An
 
 def test_chapter_09_cost_verdict_says_within_noise_where_the_sessions_cross_the_threshold():
     # Half the claims: 24.9% (ResNet-18), 21.1% (ResNet-50).
-    rows = [cost_row(18, "training step", [30.0, 35.0, 40.0]), cost_row(50, "training step", [16.4, 25.0, 29.7]),
+    rows = [cost_row(18, "training step", [30.0, 35.0, 40.0]),
+            cost_row(50, "training step", [16.4, 25.0, 29.7]),
             cost_row(50, "batch-1 latency", [5.0, 6.0, 7.0])]
     verdict = ch09.cost_verdict(rows)
     assert verdict["verdict"].startswith("holds only for ResNet-18 training step (fmd engine (auto))")
     assert "in every session" in verdict["verdict"]
-    assert "within noise: ResNet-50 training step (fmd engine (auto))" in verdict["verdict"]
+    assert "within noise for ResNet-50 training step (fmd engine (auto))" in verdict["verdict"]
+    alone = ch09.cost_verdict(rows[1:])["verdict"]
+    assert alone.startswith("within noise for ResNet-50 training step") and "not at this scale" not in alone
+    assert ch09.cost_verdict(rows[2:])["verdict"].startswith("not at this scale")
     assert "batch-1 latency (fmd engine (auto)) +6.0% (sessions: 5.0 to 7.0)" in verdict["measured"]
 
 

@@ -107,7 +107,7 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
         assert record is not None, f"chapter {chapter}: {runs.run_name(config.identity())} not committed"
         assert len(record["history"]) == config.epochs
     assert missing_runs("quick") == {}
-    assert stored_runs_line("quick", {}, 2).endswith("nothing to train")
+    assert stored_runs_line(len(chapter_runs("quick")), {}, 2, root).endswith("nothing to train")
     chapter5 = ch05.default_configs("quick")
     for attentions in gradcam.FIGURE4_MODELS.values():
         assert weights_path(chapter5["+".join(attentions)], root).is_file()
@@ -127,8 +127,21 @@ def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_netw
     longer, other = make_config("smoke", conv="static", epochs=4, seed=1), make_config("smoke", conv="odconv")
     assert estimate_seconds([longer, other], tmp_path) == (60.0, 1)
     missing = {"a": ("03", longer), "b": ("05", other)}
-    line = stored_runs_line("smoke", missing, 2)
-    assert "to train 2 (chapter 03: 1, chapter 05: 1)" in line
+    line = stored_runs_line(5, missing, 2, tmp_path)
+    assert line.startswith("training runs the chapters read: 5, stored 3; to train 2 (chapter 03: 1, "
+                           "chapter 05: 1); about 0.0 h at 2 at a time")
+    assert "(1 of 2 estimated" in line
+    assert "about 0.0 h at 1 at a time" in stored_runs_line(5, {"a": missing["a"]}, 2, tmp_path)
+
+
+def test_reproduce_trains_one_run_at_a_time_unless_each_run_names_its_threads():
+    from fmd.reproduce import default_jobs
+    from fmd.train import available_cores
+
+    one_thread = [make_config("smoke", conv=c) for c in ("static", "fmdconv")]  # threads=1
+    assert default_jobs(one_thread) == (1 if torch.cuda.is_available() else available_cores())
+    assert default_jobs([*one_thread, make_config("smoke", threads=None)]) == 1
+    assert default_jobs([]) == 1
 
 
 

@@ -367,6 +367,18 @@ def test_train_all_in_parallel_processes_trains_what_one_process_trains(tmp_path
         train_module.train_all({"a": a}, tmp_path, jobs=0)
 
 
+def test_train_all_in_parallel_starts_no_run_after_one_fails(tmp_path, capsys):
+    """jobs=2: a diverging run fails; the run beside it finishes, the queued one never starts, and
+    the failure is raised."""
+    bad, beside, queued = tiny(lr=1e12, momentum=0.0, weight_decay=0.0), tiny(), tiny(conv="dyconv")
+    with pytest.raises(NonFiniteLossError):
+        train_module.train_all({"bad": bad, "beside": beside, "queued": queued}, tmp_path, jobs=2)
+    assert runs.load_record(beside.identity(), tmp_path) is not None
+    assert runs.load_record(queued.identity(), tmp_path) is None
+    assert not checkpoint_path(queued, tmp_path).exists()
+    assert "failed: NonFiniteLossError" in capsys.readouterr().err
+
+
 def test_load_trained_returns_the_trained_weights_and_retrains_a_missing_checkpoint(tmp_path):
     config = tiny(conv="fmdconv")
     record = quiet(config, tmp_path)

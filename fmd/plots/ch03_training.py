@@ -126,10 +126,11 @@ def temperature_figure(records: Mapping[str, Mapping[str, Any]],
     return fig
 
 
-def pilot_figure(records: Mapping[str, Mapping[str, Any]], title: str = "") -> plt.Figure:
+def pilot_figure(records: Mapping[str, Mapping[str, Any]], chosen: Sequence[str], title: str = ""
+                 ) -> plt.Figure:
     """Test top-1 per epoch of each recipe-pilot run (``ch03.pilot_configs`` labels → records): the
     static network at each recipe tried (left), each conv at the recipes it was run (right; the
-    chosen recipe solid)."""
+    runs of the chosen recipe, ``chosen`` labels, solid)."""
     use_style()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     statics = [(label, r) for label, r in records.items() if r["config"]["conv"] == "static"]
@@ -139,16 +140,14 @@ def pilot_figure(records: Mapping[str, Mapping[str, Any]], title: str = "") -> p
         left.plot([h["epoch"] for h in history], [h["test_top1"] for h in history], color=color,
                   marker="o", ms=3, lw=1.5, label=label.split(" · ", 1)[1])
     for label, r in records.items():
-        conv, history = r["config"]["conv"], r["history"]
-        ours = r["config"]["transform"] == "flip" and r["config"]["stem"] == "small" \
-            and len(history) == 15
+        conv, history, ours = r["config"]["conv"], r["history"], label in chosen
         if conv == "static" and not ours:
             continue
         right.plot([h["epoch"] for h in history], [h["test_top1"] for h in history],
                    color=conv_color(conv), marker=CONVS[conv].marker, ms=3.5, lw=1.8 if ours else 1.0,
                    ls="-" if ours else "--", label=label)
     for ax, what in ((left, "static ResNet-18 at each recipe tried"),
-                     (right, "each conv: chosen recipe (solid) and earlier tries (dashed)")):
+                     (right, "each conv: chosen recipe (solid) and other tries (dashed)")):
         ax.set(xlabel="epoch", title=what)
         ax.legend(fontsize=7.5, loc="lower right", framealpha=0.95)
     left.set_ylabel("test top-1 accuracy (%)")
