@@ -184,3 +184,16 @@ def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes():
         assert low <= r[ch09.REDUCTION] <= high
     macs = next(r for r in rows if r["cost"] == "MACs")
     assert macs[ch09.RANGE] == f"{macs[ch09.REDUCTION]:.1f} to {macs[ch09.REDUCTION]:.1f}"
+
+
+def test_chapter_03_curves_reading_tells_a_step_limited_run_from_one_that_fits_beyond_the_test_set():
+    def with_train(curve, train_top1, **kw):
+        r = record(curve, **kw)
+        r["history"][-1]["train_top1"] = train_top1
+        return r
+    close = {(18, 0, "static"): with_train([80.0, 85.0], 86.0, conv="static")}
+    assert "stay within 2 pp" not in ch03.curves_reading(close)
+    assert "stays within 2 pp of test accuracy" in ch03.curves_reading(close)
+    apart = {**close, (18, 0, "fmdconv"): with_train([80.0, 90.0], 97.5)}
+    text = ch03.curves_reading(apart)
+    assert "ResNet-18 FMDConv 97.50 / 90.00%" in text and "up to 7.5 pp above test accuracy" in text

@@ -230,6 +230,27 @@ def check_rows(records: Mapping[Run, Record], checks: Mapping[Tuple[int, str], R
     return rows
 
 
+FITS_PP = 2.0  # training top-1 this far above test top-1: the network fits beyond what carries over
+
+
+def curves_reading(records: Mapping[Run, Record]) -> str:
+    """The last epoch's training against test top-1 per (depth, conv), mean over seeds (the
+    training top-1 is the epoch's running mean, with augmentation), and what the gap says."""
+    lines = []
+    for (depth, conv), runs in seed_groups(records).items():
+        train = float(np.mean([r["history"][-1]["train_top1"] for r in runs]))
+        test = float(np.mean(_final(runs, "test_top1")))
+        lines.append((depth, conv_label(conv), train, test))
+    gap = max(train - test for *_, train, test in lines)
+    parts = "; ".join(f"ResNet-{d} {c} {train:.2f} / {test:.2f}%" for d, c, train, test in lines)
+    verdict = (f"training accuracy runs up to {gap:.1f} pp above test accuracy: the networks fit their "
+               "training images beyond what carries over to the test set, so more steps would mostly "
+               "widen that gap" if gap > FITS_PP else
+               f"training accuracy stays within {FITS_PP:g} pp of test accuracy: the networks are limited "
+               "by the number of steps rather than by their capacity")
+    return f"Last epoch, training / test top-1 (mean over seeds): {parts}. So {verdict}."
+
+
 def maps_reading(record: Record) -> str:
     """What the stem leaves of the input, and what that does to the cost of the kernel mix."""
     size = record["input_size"][-1]
