@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..conv import CONV_NAMES
+from ..conv import CONV_NAMES, CONVS
 from ..labels import conv_label
 from ..profiles import depth_seeds, main_config
 from ..train import TrainConfig
@@ -146,9 +146,11 @@ def seed_groups(records: Mapping[Run, Record]) -> Dict[Tuple[int, str], List[Rec
 
 
 def key_fields(config: TrainConfig) -> List[str]:
-    """The conv-specific fields that enter this config's run key (the rest is shared by all convs)."""
-    shared = dataclasses.replace(config, conv="static").identity()
-    return [name for name in config.identity() if name not in shared]
+    """The fields this conv reads beyond those every conv shares (:attr:`fmd.conv.ConvSpec.run_fields`):
+    only these can make its key differ from another conv's run of the same recipe. A field added
+    after runs were committed enters a key only away from its old default, so the list is the
+    conv's, whatever the profile sets."""
+    return list(CONVS[config.conv].run_fields)
 
 
 def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
