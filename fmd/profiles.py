@@ -39,6 +39,8 @@ class Profile:
     datasets: Tuple[str, ...]  # datasets of the main runs; the first one is used by the ablations
     ablation: Dict[str, Any] = field(default_factory=dict)  # overrides that shrink ablation runs
     main: Dict[str, Any] = field(default_factory=dict)  # overrides of the main runs (chapter 3)
+    # overrides of chapter 3's runs of one depth, over `main` (a deeper network at a smaller scale)
+    main_by_depth: Dict[int, Dict[str, Any]] = field(default_factory=dict)
     seeds: Tuple[int, ...] = (0,)  # training seeds of each compared configuration (chapters 3, 5)
     seeds_by_depth: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # chapter 3, if not `seeds`
     bench_cases: Tuple[str, ...] = ()  # fmd.bench cases timed by chapter 7
@@ -109,8 +111,9 @@ def main_config(profile: str, dataset: str = "", **overrides: Any):
     from .train import make_config
 
     p = get_profile(profile)
+    depth_overrides = p.main_by_depth.get(overrides.get("depth", 18), {})
     return make_config(p.recipe, dataset=dataset or p.datasets[0],
-                       **{**p.main, **p.scale, **overrides})
+                       **{**p.main, **depth_overrides, **p.scale, **overrides})
 
 
 def ablation_config(profile: str, **overrides: Any):
