@@ -473,7 +473,8 @@ def test_a_profile_can_train_one_depth_of_chapter_03_at_another_scale(monkeypatc
     from dataclasses import replace
     from fmd import profiles
 
-    smaller = replace(profiles.PROFILES["smoke"], main={"epochs": 3}, main_by_depth={50: {"train_subset": 64}})
+    smaller = replace(profiles.PROFILES["smoke"], main={"epochs": 3},
+                      main_by_depth={50: {"train_subset": 64}})
     monkeypatch.setitem(profiles.PROFILES, "smoke", smaller)
     deep, shallow = profiles.main_config("smoke", depth=50), profiles.main_config("smoke", depth=18)
     assert (deep.train_subset, deep.epochs) == (64, 3) and (shallow.train_subset, shallow.epochs) == (None, 3)
