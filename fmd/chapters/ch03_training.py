@@ -84,6 +84,7 @@ PILOT: Tuple[Tuple[str, Dict[str, Any]], ...] = (
     ("fmdconv", {}),
     ("odconv", dict(transform="none", epochs=10, temperature_clock="fmd")),
     ("odconv", {}),
+    ("odconv", dict(seed=1)),
     ("odconv", dict(epochs=23)),
     ("odconv", dict(anneal_epochs=3.0)),
 )
@@ -100,8 +101,9 @@ def pilot_configs() -> Dict[str, TrainConfig]:
         clock = ", fmd clock" if config.temperature_clock == "fmd" and config.schedules() else ""
         plural = "" if config.anneal_epochs == 1 else "s"
         anneal = f", anneal {config.anneal_epochs:g} epoch{plural}" if config.schedules() else ""
+        seed = f", seed {config.seed}" if config.seed else ""
         out[f"{conv_label(conv)} · {config.stem} stem, {config.transform}, "
-            f"{config.epochs} epochs{anneal}{clock}"] = config
+            f"{config.epochs} epochs{anneal}{clock}{seed}"] = config
     return out
 
 
