@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from .conv import DynamicConv2dBase, conv_spec, make_conv
 
 STEMS = ("imagenet", "cifar", "small")
+# How many times smaller than the input each stem leaves the first stage's maps (built in ResNet).
+STEM_DOWNSAMPLING = {"imagenet": 4, "cifar": 1, "small": 2}
 INITS = ("official", "torch")
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
           50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3])}

@@ -100,7 +100,7 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
                          f"this run is on {device}")
     context = distributed.setup(config.world_size, device)
     if workers is None:
-        workers = min(8, max(1, (os.cpu_count() or 1) // config.world_size))
+        workers = min(8, max(1, available_cores() // config.world_size))
 
     previous_threads = torch.get_num_threads()
     if config.threads is not None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..conv import CONV_NAMES, CONVS
 from ..labels import conv_label
+from ..models import STEM_DOWNSAMPLING
 from ..profiles import depth_seeds, main_config
 from ..train import TrainConfig
 from .common import (CHECK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta, convergence_columns,
@@ -88,7 +89,7 @@ PILOT: Tuple[Tuple[str, Dict[str, Any]], ...] = (
     ("odconv", dict(epochs=23)),
     ("odconv", dict(anneal_epochs=3.0)),
 )
-_PILOT_FIELDS = ("stem", "transform", "epochs", "anneal_epochs")  # what the pilot varies (and the clock)
+_PILOT_FIELDS = ("stem", "transform", "epochs")  # what the pilot varies (and the anneal, the clock)
 
 
 def pilot_configs() -> Dict[str, TrainConfig]:
@@ -129,7 +130,7 @@ def pilot_rows(records: Mapping[str, Record]) -> List[Dict[str, Any]]:
     rows = []
     for r in records.values():
         c = r["config"]
-        rows.append({"conv": conv_label(c["conv"]), **{f: c[f] for f in _PILOT_FIELDS[:-1]},
+        rows.append({"conv": conv_label(c["conv"]), **{f: c[f] for f in _PILOT_FIELDS},
                      "anneal epochs": c["anneal_epochs"] if c["conv"] != "static" else None,
                      "top-1 (%)": round(r["final"]["test_top1"], 2),
                      "train top-1 (%)": round(r["history"][-1]["train_top1"], 2),
@@ -264,7 +265,7 @@ def curves_reading(records: Mapping[Run, Record]) -> str:
 def maps_reading(record: Record) -> str:
     """What the stem leaves of the input, and what that does to the cost of the kernel mix."""
     size = record["input_size"][-1]
-    first = size // {"imagenet": 4, "small": 2, "cifar": 1}[record["config"]["stem"]]
+    first = size // STEM_DOWNSAMPLING[record["config"]["stem"]]
     return (f"At a {size}×{size} input the {record['config']['stem']} stem leaves {first}×{first} "
             f"maps for the first stage and {max(1, first // 8)}×{max(1, first // 8)} in the last, so "
             "mixing the kernels ($\\sum_k\\pi_k W_k$, the same cost per sample at any map size) "
