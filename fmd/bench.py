@@ -13,7 +13,9 @@ with the backend, the machine, threads, torch version and commit.
 
 ``python -m fmd.bench --breakdown`` splits batch-1 CPU inference time, in one process, into the
 kernel mix, the attention branches and the rest, beside the floor of one read of every kernel bank
-(:mod:`fmd.breakdown`; ``figures/breakdown_cpu.{csv,md,json}``).
+(:mod:`fmd.breakdown`; ``figures/breakdown_cpu.{csv,md,json}``); given training cases, it times every
+dynamic layer's forward + backward by strategy against a static convolution of the same shape
+(``figures/breakdown_train_cpu.{csv,md,json}``).
 """
 from __future__ import annotations
 
@@ -430,7 +432,9 @@ def _main(argv: List[str]) -> int:
                         help="repeat each case with fresh worker processes; report the median")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: split batch-1 CPU inference time into mix, attention and the "
-                             "rest (breakdown_cpu<tag>.*)")
+                             "rest (breakdown_cpu<tag>.*), or, for training cases, time every "
+                             "dynamic layer's forward + backward by strategy against a static "
+                             "convolution (breakdown_train_cpu<tag>.*)")
     parser.add_argument("--rounds", type=cli.positive_int, default=10,
                         help="interleaved rounds of --breakdown")
     args = parser.parse_args(argv)
@@ -444,10 +448,17 @@ def _main(argv: List[str]) -> int:
                 or args.amp or args.dynamic_batch):
             parser.error("--breakdown measures eager PyTorch on the CPU, fp32, with the automatic strategy")
         convs = [c for c in args.convs if c != "static"]
-        from .breakdown import run_breakdown
+        from .breakdown import run_breakdown, run_train_breakdown
 
-        run_breakdown(args.cases or list(BREAKDOWN_CASES), convs, args.rounds, args.threads,
-                      args.out, args.tag)
+        cases = args.cases or list(BREAKDOWN_CASES)
+        training = [c for c in cases if CASES[c].mode == "train"]
+        if training and len(training) < len(cases):
+            parser.error("--breakdown takes either batch-1 inference cases or training cases, "
+                         f"not both; got {' '.join(cases)}")
+        if training:
+            run_train_breakdown(training, convs, args.rounds, args.threads, args.out, args.tag)
+        else:
+            run_breakdown(cases, convs, args.rounds, args.threads, args.out, args.tag)
         return 0
     cases = args.cases or [c for c in DEFAULT_CASES  # ONNX Runtime: the inference cases
                            if args.backend != "onnxruntime" or CASES[c].mode == "infer"]

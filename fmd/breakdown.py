@@ -1,6 +1,11 @@
-"""Where a batch-1 CPU forward's time goes (``python -m fmd.bench --breakdown``): the kernel mix, the
-attention branches and the rest of each dynamic network, against the static one, beside the floor
-that one read of every kernel bank sets."""
+"""Where the time goes (``python -m fmd.bench --breakdown``), against static convolution in the same run.
+
+* batch-1 CPU inference: the kernel mix, the attention branches and the rest of each dynamic
+  network, beside the floor that one read of every kernel bank sets (:func:`batch1_breakdown`);
+* a training case: every dynamic layer's forward and backward, its attention branches on their own
+  and each exact strategy of the engine, beside a static convolution of the same shape
+  (:func:`train_layer_breakdown`).
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -11,10 +16,10 @@ import torch
 
 from .bench import CASES, _dynamic_layer_inputs, check_counts, write_table
 from .conv import DYNAMIC_CONV_NAMES
-from .timing import interleaved_times
-from .engine import mix_kernels_reusing
+from .engine import applicable_strategies, choose_strategy, mix_kernels_reusing, run_strategy
 from .models import ResNet
 from .profiles import figures_dir
+from .timing import interleaved_times
 from .provenance import machine_info
 
 
@@ -106,4 +111,108 @@ def run_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
     write_table(rows, figures_dir(folder=out_dir), f"breakdown_cpu{tag}", BREAKDOWN_COLUMNS,
                 "Batch-1 inference, where the time goes: dynamic / static = 1 + mix + attention + "
                 "rest (each × the static forward; median of interleaved rounds in one process)")
+    return rows
+
+
+def _backward_of(fn: Callable[[], object]) -> Callable[[], None]:
+    """A step that runs ``fn`` (returning a tensor or a tuple of them) and the backward of its sum."""
+    def step() -> None:
+        out = fn()
+        tensors = out if isinstance(out, tuple) else (out,)
+        sum(t.sum() for t in tensors if t is not None).backward()
+    return step
+
+
+def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: int = 1,
+                          threads: Optional[int] = None) -> List[Dict[str, object]]:
+    """Forward + backward of every dynamic layer of a training case, one row per layer.
+
+    On the input each layer saw in a forward of the case's batch, in interleaved rounds (median of
+    round medians): a static ``nn.Conv2d`` of the same shape, the layer's attention branches alone,
+    and the whole layer (attentions included) computed by each exact strategy. Times are × the
+    static convolution; ``auto`` is what :func:`fmd.engine.choose_strategy` picks, ``best`` the
+    fastest strategy in this run (what ``tune`` would pick, timed the same way).
+    """
+    case = CASES[name]
+    if case.mode != "train":
+        raise ValueError(f"the layer breakdown is for training cases, got {name!r}; choose from "
+                         f"{sorted(n for n, c in CASES.items() if c.mode == 'train')}")
+    if conv not in DYNAMIC_CONV_NAMES:
+        raise ValueError(f"unknown dynamic conv {conv!r}; choose from {DYNAMIC_CONV_NAMES}")
+    check_counts(rounds=rounds, repeats=repeats, threads=threads)
+    threads = threads or torch.get_num_threads()
+    torch.manual_seed(0)
+    model = ResNet(case.depth, conv, case.num_classes, case.stem, case.width, case.channels)
+    seen = _dynamic_layer_inputs(model, torch.randn(case.batch, case.channels, case.size, case.size))
+    parts: Dict[tuple, Callable[[], object]] = {}
+    layers = []
+    for i, (layer, inp) in enumerate(seen):
+        x = inp.detach().requires_grad_(True)
+        geo = layer.geometry
+        static = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                 layer.stride, layer.padding, layer.dilation, layer.groups, bias=False)
+        att = layer.attend(x)
+        options = applicable_strategies(att, geo)
+        parts[i, "static"] = _backward_of(partial(static, x))
+        parts[i, "attention"] = _backward_of(partial(layer.attend, x))
+        for strategy in options:
+            parts[i, strategy] = _backward_of(
+                lambda layer=layer, x=x, strategy=strategy: run_strategy(
+                    strategy, x, layer.weight, layer.bias, layer.attend(x), layer.geometry))
+        layers.append((i, layer, x, options, choose_strategy(x, layer.weight, att, geo)))
+    times = interleaved_times(parts, rounds=rounds, repeats=repeats, warmup=1, threads=threads)
+    ms = {key: 1e3 * t.median for key, t in times.items()}
+    info = machine_info("cpu", threads)
+    rows = []
+    for i, layer, x, options, auto in layers:
+        static = ms[i, "static"]
+        best = min(options, key=lambda s: ms[i, s])
+        rows.append({"name": name, "conv": conv, "layer": i,
+                     "shape": (f"{layer.in_channels}→{layer.out_channels} "
+                               f"{layer.kernel_size[0]}×{layer.kernel_size[1]}/{layer.stride[0]} "
+                               f"on {x.shape[-2]}×{x.shape[-1]}"),
+                     "static_ms": static, "attention_x": ms[i, "attention"] / static,
+                     **{f"{s}_x": ms[i, s] / static for s in options},
+                     "auto": auto, "auto_x": ms[i, auto] / static, "best": best,
+                     "best_x": ms[i, best] / static, "rounds": rounds, **info})
+    total = {key: sum(r[key] * r["static_ms"] for r in rows) for key in ("auto_x", "best_x")}
+    static_total = sum(r["static_ms"] for r in rows)
+    rows.append({"name": name, "conv": conv, "layer": "all", "shape": f"{len(rows)} dynamic layers",
+                 "static_ms": static_total,
+                 "attention_x": sum(r["attention_x"] * r["static_ms"] for r in rows) / static_total,
+                 "auto": "", "auto_x": total["auto_x"] / static_total, "best": "",
+                 "best_x": total["best_x"] / static_total, "rounds": rounds, **info})
+    return rows
+
+
+TRAIN_BREAKDOWN_COLUMNS = ["conv", "layer", "shape", "static_ms", "attention_x", "grouped_x",
+                           "kfold_conv_x", "kfold_im2col_x", "sample_im2col_x", "auto", "auto_x",
+                           "best", "best_x"]
+
+
+def run_train_breakdown(cases: List[str], convs: List[str], rounds: int = 10,
+                        threads: Optional[int] = None, out_dir: Optional[Path] = None,
+                        tag: str = "") -> List[Dict[str, object]]:
+    """:func:`train_layer_breakdown` for each case and conv; print and write
+    ``breakdown_train_cpu<tag>.*``."""
+    rows: List[Dict[str, object]] = []
+    for name in cases:
+        for conv in convs:
+            found = train_layer_breakdown(name, conv, rounds=rounds, threads=threads)
+            total = found[-1]
+            print(f"{name} {conv}: the dynamic layers' forward + backward ×{total['best_x']:.2f} "
+                  f"static with the fastest strategy per layer, ×{total['auto_x']:.2f} with auto "
+                  f"(attention branches alone ×{total['attention_x']:.2f})", flush=True)
+            for r in found[:-1]:
+                print(f"  {r['layer']:>3} {r['shape']:24s} static {r['static_ms']:6.2f} ms  "
+                      f"attention ×{r['attention_x']:.2f}  auto {r['auto']} ×{r['auto_x']:.2f}  "
+                      f"best {r['best']} ×{r['best_x']:.2f}", flush=True)
+            rows += found
+    columns = list(dict.fromkeys(key for r in rows for key in r))  # strategies differ by conv
+    write_table([{c: r.get(c, "") for c in columns} for r in rows], figures_dir(folder=out_dir),
+                f"breakdown_train_cpu{tag}",
+                TRAIN_BREAKDOWN_COLUMNS,
+                "Training step, where the time goes: each dynamic layer's forward + backward × a "
+                "static convolution of its shape, by strategy (median of interleaved rounds in "
+                "one process)")
     return rows

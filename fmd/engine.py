@@ -197,7 +197,13 @@ def _grads_for(leaves: list, found) -> list:
 
 
 def _without_autocast(x: Tensor):
-    """Autocast switched off on ``x``'s device (nothing where autocast does not exist)."""
+    """Autocast switched off on ``x``'s device (nothing where autocast does not exist).
+
+    The hand-written passes below run under it, backward too: a backward may run inside an
+    autocast region (``tune`` times each strategy's backward inside the network's autocast
+    forward; a user may call backward there), where the mix and the products would come out in
+    bf16 and meet the fp32 tensors saved for backward.
+    """
     device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         return torch.autocast(device, enabled=False)
@@ -269,14 +275,15 @@ class _RecomputedKernelConv(torch.autograd.Function):
         x, *recipe = ctx.saved_tensors
         geo, B = ctx.geo, x.shape[0]
         leaves = _leaves(recipe, ctx.needs_input_grad[2:])
-        with torch.enable_grad():
-            kernels = _per_sample_kernels(geo.groups, B, KernelRecipe(*leaves))
-        grad_x, grad_kernels, _ = torch.ops.aten.convolution_backward(
-            grad.reshape(1, -1, *grad.shape[2:]), x.reshape(1, -1, *x.shape[2:]), kernels.detach(),
-            None, geo.stride, geo.padding, geo.dilation, False, (0, 0), B * geo.groups,
-            (ctx.needs_input_grad[0], True, False))
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        found = torch.autograd.grad(kernels, wanted, grad_kernels) if wanted else ()
+        with _without_autocast(x):
+            with torch.enable_grad():
+                kernels = _per_sample_kernels(geo.groups, B, KernelRecipe(*leaves))
+            grad_x, grad_kernels, _ = torch.ops.aten.convolution_backward(
+                grad.reshape(1, -1, *grad.shape[2:]), x.reshape(1, -1, *x.shape[2:]),
+                kernels.detach(), None, geo.stride, geo.padding, geo.dilation, False, (0, 0),
+                B * geo.groups, (ctx.needs_input_grad[0], True, False))
+            wanted = [t for t in leaves if t is not None and t.requires_grad]
+            found = torch.autograd.grad(kernels, wanted, grad_kernels) if wanted else ()
         grads = _grads_for(leaves, found)
         return (None if grad_x is None else grad_x.reshape(x.shape), None, *grads)
 
@@ -357,17 +364,18 @@ class _SampleIm2colMatmul(torch.autograd.Function):
         leaves = KernelRecipe(*_leaves(recipe, ctx.needs_input_grad[2:]))
         wanted = [t for t in leaves if t is not None and t.requires_grad]
         sums: list = [None] * len(wanted)
-        for part in _chunks(weight, B):
-            n = part.stop - part.start
-            with torch.enable_grad():
-                kernels = _per_sample_kernels(1, n, leaves.rows(part))
-            flat = kernels.detach().reshape(n, O, -1)
-            if grad_cols is not None:
-                torch.bmm(flat.transpose(1, 2), grad[part], out=grad_cols[part])
-            if wanted:
-                grad_kernels = torch.bmm(grad[part], cols[part].transpose(1, 2))
-                found = torch.autograd.grad(kernels, wanted, grad_kernels.reshape(kernels.shape))
-                sums = [g if acc is None else acc.add_(g) for acc, g in zip(sums, found)]
+        with _without_autocast(x):
+            for part in _chunks(weight, B):
+                n = part.stop - part.start
+                with torch.enable_grad():
+                    kernels = _per_sample_kernels(1, n, leaves.rows(part))
+                flat = kernels.detach().reshape(n, O, -1)
+                if grad_cols is not None:
+                    torch.bmm(flat.transpose(1, 2), grad[part], out=grad_cols[part])
+                if wanted:
+                    grad_kernels = torch.bmm(grad[part], cols[part].transpose(1, 2))
+                    found = torch.autograd.grad(kernels, wanted, grad_kernels.reshape(kernels.shape))
+                    sums = [g if acc is None else acc.add_(g) for acc, g in zip(sums, found)]
         grads = _grads_for(leaves, sums)
         grad_x = None if grad_cols is None else F.fold(
             grad_cols, x.shape[-2:], kernel_size, geo.dilation, geo.padding, geo.stride)

@@ -174,6 +174,31 @@ def test_batch1_breakdown_splits_the_ratio_over_every_dynamic_layer(tmp_path):
         breakdown.batch1_breakdown("r18w16-cifar-b1-infer", ["static"])
 
 
+def test_training_breakdown_times_every_dynamic_layer_by_strategy(tmp_path):
+    rows = breakdown.run_train_breakdown(["r18w16-cifar-b32-train"], ["odconv", "fmdconv"],
+                                         rounds=1, threads=1, out_dir=tmp_path)
+    for conv in ("odconv", "fmdconv"):
+        *layers, total = [r for r in rows if r["conv"] == conv]
+        assert [r["layer"] for r in layers] == list(range(16)) and total["layer"] == "all"
+        for r in layers:
+            timed = {s: r[f"{s}_x"] for s in ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col")
+                     if f"{s}_x" in r}
+            assert r["best_x"] == min(timed.values()) and r["auto_x"] == timed[r["auto"]]
+            assert r["static_ms"] > 0 and r["attention_x"] > 0
+        assert ("kfold_conv_x" in layers[0]) == (conv == "fmdconv")  # a spatial attention forbids it
+        static = sum(r["static_ms"] for r in layers)
+        assert total["static_ms"] == pytest.approx(static)
+        assert total["best_x"] == pytest.approx(sum(r["best_x"] * r["static_ms"] for r in layers) / static)
+        assert total["best_x"] <= total["auto_x"]
+    assert "| fmdconv | 15 | 128→128 3×3/1 on 4×4 |" in (tmp_path / "breakdown_train_cpu.md").read_text()
+    assert json.loads((tmp_path / "breakdown_train_cpu.json").read_text())[0]["threads"] == "1"
+    with pytest.raises(ValueError, match="training cases"):
+        breakdown.train_layer_breakdown("r18w16-cifar-b1-infer", "fmdconv")
+    # chapter 07's batch-1 reader leaves the training table alone
+    from fmd.chapters.ch07_speed import load_breakdown_tables
+    assert load_breakdown_tables([tmp_path]) == {}
+
+
 def test_odconv_refuses_kfold_conv_but_computes_with_kfold_im2col():
     # A per-sample spatial attention does not commute with a convolution: kfold_conv cannot apply it.
     layer = ODConv2d(4, 4, 3, 1, 1, strategy="kfold_im2col").eval()

@@ -162,8 +162,9 @@ def load_bench_tables(folders: Iterable[Path], pattern: str = "bench_*.json",
 
 
 def load_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
-    """Every ``breakdown_*.json`` that ``python -m fmd.bench --breakdown`` wrote in ``folders``."""
-    return load_bench_tables(folders, "breakdown_*.json")
+    """Every batch-1 ``breakdown_cpu*.json`` that ``python -m fmd.bench --breakdown`` wrote in
+    ``folders`` (the training cases' per-layer tables are ``breakdown_train_cpu*``)."""
+    return load_bench_tables(folders, "breakdown_cpu*.json")
 
 
 def bench_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
