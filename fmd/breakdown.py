@@ -16,7 +16,8 @@ import torch
 
 from .bench import CASES, _dynamic_layer_inputs, check_counts, write_table
 from .conv import DYNAMIC_CONV_NAMES
-from .engine import applicable_strategies, choose_strategy, mix_kernels_reusing, run_strategy
+from .engine import (applicable_strategies, choose_strategy, mix_kernels_reusing, output_positions,
+                     run_strategy)
 from .models import ResNet
 from .profiles import figures_dir
 from .timing import interleaved_times
@@ -131,7 +132,9 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
     round medians): a static ``nn.Conv2d`` of the same shape, the layer's attention branches alone,
     and the whole layer (attentions included) computed by each exact strategy. Times are × the
     static convolution; ``auto`` is what :func:`fmd.engine.choose_strategy` picks, ``best`` the
-    fastest strategy in this run (what ``tune`` would pick, timed the same way).
+    fastest strategy in this run (what ``tune`` would pick, timed the same way). ``mix_macs_x`` is
+    the arithmetic of mixing a kernel per sample and convolving with it, × the convolution's:
+    1 + K / (output positions), in forward and in backward alike.
     """
     case = CASES[name]
     if case.mode != "train":
@@ -166,11 +169,15 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
     rows = []
     for i, layer, x, options, auto in layers:
         static = ms[i, "static"]
+        positions = output_positions(x, layer.weight, layer.geometry)  # per sample
         best = min(options, key=lambda s: ms[i, s])
         rows.append({"name": name, "conv": conv, "layer": i,
                      "shape": (f"{layer.in_channels}→{layer.out_channels} "
                                f"{layer.kernel_size[0]}×{layer.kernel_size[1]}/{layer.stride[0]} "
                                f"on {x.shape[-2]}×{x.shape[-1]}"),
+                     "positions": positions,
+                     "conv_macs": layer.weight[0].numel() * positions,
+                     "mix_macs_x": 1 + layer.kernel_num / positions,
                      "static_ms": static, "attention_x": ms[i, "attention"] / static,
                      **{f"{s}_x": ms[i, s] / static for s in options},
                      "auto": auto, "auto_x": ms[i, auto] / static, "best": best,
@@ -178,6 +185,10 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
     total = {key: sum(r[key] * r["static_ms"] for r in rows) for key in ("auto_x", "best_x")}
     static_total = sum(r["static_ms"] for r in rows)
     rows.append({"name": name, "conv": conv, "layer": "all", "shape": f"{len(rows)} dynamic layers",
+                 "positions": "",
+                 "conv_macs": sum(r["conv_macs"] for r in rows),
+                 "mix_macs_x": (sum(r["mix_macs_x"] * r["conv_macs"] for r in rows)
+                                / sum(r["conv_macs"] for r in rows)),
                  "static_ms": static_total,
                  "attention_x": sum(r["attention_x"] * r["static_ms"] for r in rows) / static_total,
                  "auto": "", "auto_x": total["auto_x"] / static_total, "best": "",
@@ -185,7 +196,7 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
     return rows
 
 
-TRAIN_BREAKDOWN_COLUMNS = ["conv", "layer", "shape", "static_ms", "attention_x", "grouped_x",
+TRAIN_BREAKDOWN_COLUMNS = ["conv", "layer", "shape", "mix_macs_x", "static_ms", "attention_x", "grouped_x",
                            "kfold_conv_x", "kfold_im2col_x", "sample_im2col_x", "auto", "auto_x",
                            "best", "best_x"]
 

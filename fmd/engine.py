@@ -394,7 +394,7 @@ def _foldable_gates(x: Tensor, weight: Tensor, att: Attention, geo: Geometry,
     kernel_size = weight[0].numel()
     fold_input = att.input is not None and kernel_size < x[0].numel()
     fold_output = (att.output is not None
-                   and kernel_size < weight.shape[1] * _output_positions(x, weight, geo))
+                   and kernel_size < weight.shape[1] * output_positions(x, weight, geo))
     return fold_input, fold_output
 
 
@@ -520,7 +520,7 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     batch_free = [name for name in ("kfold_conv", "kfold_im2col") if name in options]
     if x.shape[0] == 1 or x.device.type not in MEASURED_DEVICE_TYPES:
         return "grouped"
-    positions = _output_positions(x, weight, geo)
+    positions = output_positions(x, weight, geo)
     if not batch_free or positions >= GROUPED_MIN_POSITIONS:
         return "grouped"
     if "sample_im2col" in options and _sample_im2col_pays_off(weight):
@@ -582,7 +582,7 @@ def _output_size(x: Tensor, weight: Tensor, geo: Geometry) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def _output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
+def output_positions(x: Tensor, weight: Tensor, geo: Geometry) -> int:
     height, width = _output_size(x, weight, geo)
     return height * width
 

@@ -194,9 +194,20 @@ def test_training_breakdown_times_every_dynamic_layer_by_strategy(tmp_path):
     assert json.loads((tmp_path / "breakdown_train_cpu.json").read_text())[0]["threads"] == "1"
     with pytest.raises(ValueError, match="training cases"):
         breakdown.train_layer_breakdown("r18w16-cifar-b1-infer", "fmdconv")
-    # chapter 07's batch-1 reader leaves the training table alone
-    from fmd.chapters.ch07_speed import load_breakdown_tables
-    assert load_breakdown_tables([tmp_path]) == {}
+    # 1 + K/L: the per-sample mix's arithmetic over the convolution's
+    for r in (r for r in rows if r["layer"] != "all"):
+        assert r["mix_macs_x"] == 1 + 4 / r["positions"] and r["positions"] in (1024, 256, 64, 16)
+    # chapter 07 reads the training table by map size; its batch-1 reader leaves it alone
+    from fmd.chapters import ch07_speed as ch07
+    assert ch07.load_breakdown_tables([tmp_path]) == {}
+    grouped = ch07.train_breakdown_rows(ch07.load_train_breakdown_tables([tmp_path]))
+    assert [(r["conv"], r["output positions"], r["layers"]) for r in grouped][:5] == [
+        ("odconv", 1024, 4), ("odconv", 256, 4), ("odconv", 64, 4), ("odconv", 16, 4), ("fmdconv", 1024, 4)]
+    fmd16 = next(r for r in grouped if r["conv"] == "fmdconv" and r["output positions"] == 16)
+    layers16 = [r for r in rows if r["conv"] == "fmdconv" and r["positions"] == 16]
+    assert fmd16["best ×"] == round(sum(r["best_x"] * r["static_ms"] for r in layers16)
+                                    / sum(r["static_ms"] for r in layers16), 2)
+    assert "fmdconv, 4 layer(s) with 16 output positions" in ch07.train_breakdown_reading(grouped)
 
 
 def test_odconv_refuses_kfold_conv_but_computes_with_kfold_im2col():

@@ -190,6 +190,49 @@ def breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Di
             for name, table in tables.items() for r in table]
 
 
+def load_train_breakdown_tables(folders: Iterable[Path]) -> Dict[str, List[Dict[str, Any]]]:
+    """Every per-layer training table (``breakdown_train_cpu*.json``) that ``python -m fmd.bench
+    --breakdown`` wrote in ``folders`` for a training case."""
+    return load_bench_tables(folders, "breakdown_train_cpu*.json")
+
+
+def train_breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """The per-layer training rows, grouped by the positions each layer's output has per sample:
+    the layers' static time, and × that time for the attention branches alone and the whole layer
+    with ``auto``'s and with the fastest strategy, beside the arithmetic of a per-sample mix."""
+    out = []
+    for name, table in tables.items():
+        groups: Dict[tuple, List[Mapping[str, Any]]] = {}
+        for r in table:
+            if r["layer"] != "all":
+                groups.setdefault((r["name"], r["conv"], r["positions"]), []).append(r)
+        for (case, conv, positions), rows in groups.items():
+            static = sum(r["static_ms"] for r in rows)
+            out.append({"table": name, "machine": machine_label(table), "case": case, "conv": conv,
+                        "output positions": positions, "layers": len(rows),
+                        "static ms": round(static, 1), "mix MACs ×": round(rows[0]["mix_macs_x"], 2),
+                        **{label: round(sum(r[key] * r["static_ms"] for r in rows) / static, 2)
+                           for label, key in (("attention ×", "attention_x"), ("auto ×", "auto_x"),
+                                              ("best ×", "best_x"))},
+                        "fastest": ", ".join(sorted({r["best"] for r in rows}))})
+    return out
+
+
+def train_breakdown_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Where a dynamic training step's time goes by map size, from :func:`train_breakdown_rows`."""
+    if not rows:
+        return "No per-layer training table is stored here."
+    lines = ["**Reading the per-layer table** (each layer's forward + backward, × a static convolution "
+             "of its shape timed in the same rounds):", ""]
+    for r in rows:
+        lines.append(f"* {r['case']}, {r['conv']}, {r['layers']} layer(s) with {r['output positions']} "
+                     f"output positions per sample: ×{r['best ×']:.2f} with the fastest strategy "
+                     f"({r['fastest']}), ×{r['auto ×']:.2f} with `auto`, against ×{r['mix MACs ×']:.2f} "
+                     f"the arithmetic of a per-sample mix; the attention branches alone "
+                     f"×{r['attention ×']:.2f}.")
+    return "\n".join(lines)
+
+
 # Issue 24's targets for the quick recipe's training step: a dynamic network's time ratio to
 # static within this multiple of its MAC ratio; at CIFAR width 64, batch 128: this time ratio.
 TRAINING_TARGETS = {"fmdconv": 1.1, "odconv": 1.25}
