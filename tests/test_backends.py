@@ -216,7 +216,7 @@ def test_training_speed_rows_compare_time_with_the_mac_ratio_and_the_targets():
     assert fmd_row["time ×static"] == 2.0 and fmd_row["MACs ×static"] == pytest.approx(2.19, abs=0.01)
     reading = ch07.training_speed_reading(rows)
     # FMDConv: 2.0 <= 1.1 × 2.19; ODConv: 4.0 > 1.25 × its MAC ratio.
-    assert "fmdconv with strategy `tune` (grouped): ×2.00" in reading and "is met." in reading
+    assert "fmdconv with strategy `tune` (grouped), eager: ×2.00" in reading and "is met." in reading
     assert reading.count("is not met") == 1
     assert ch07.training_speed_reading([]).startswith("No benchmark table")
     assert fmd_row["target ×static"] == pytest.approx(1.1 * fmd_row["MACs ×static"], abs=0.01)
@@ -229,6 +229,10 @@ def test_training_speed_rows_compare_time_with_the_mac_ratio_and_the_targets():
                                     (*QUICK_CASES, ch07.CIFAR_TRAINING_CASE))
     assert [r["target ×static"] for r in rows if r["case"] == ch07.CIFAR_TRAINING_CASE] == [2.0]
     reading = ch07.training_speed_reading(rows)
-    assert f"{QUICK_CASES[0]} fmdconv ×3.00 → ×2.00" in reading
+    assert f"{QUICK_CASES[0]} fmdconv (eager) ×3.00 → ×2.00" in reading
+    # a bf16 table is told apart: its rows name the autocast dtype and pair only among themselves
+    bf16 = [dict(r, amp="bf16", conv="fmdconv", strategy_forced="tune") for r in table[1:2]]
+    rows_bf16 = ch07.training_speed_rows({"bench_cpu_eager_bf16.json": bf16}, QUICK_CASES)
+    assert rows_bf16[0]["backend"] == "eager bf16"
     assert "×2.10 the static step's time" in reading
     assert reading.count("is not met") == 3  # FMDConv auto, ODConv, CIFAR

@@ -262,7 +262,7 @@ def training_speed_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]],
             mac_ratio = macs[r["name"], r["conv"]] / macs[r["name"], "static"]
             rows.append({"table": name, "machine": machine_label(table), "threads": r["threads"],
                          "case": r["name"], "conv": r["conv"], "strategy": r["strategy_forced"],
-                         "median ms": round(1e3 * r["median_s"], 1),
+                         "backend": backend_label(r), "median ms": round(1e3 * r["median_s"], 1),
                          "time ×static": round(r["time_ratio"], 2),
                          "MACs ×static": round(mac_ratio, 2),
                          "memory ×static": round(r["memory_ratio"], 2),
@@ -290,14 +290,16 @@ def training_speed_reading(rows: Sequence[Mapping[str, Any]]) -> str:
         target = r["target ×static"]
         verdict = "" if target is None else (
             f"; the target ×{target:.2f} is " + ("met" if r["time ×static"] <= target else "not met"))
-        lines.append(f"* {r['case']}, {r['conv']} with strategy `{r['strategy']}` ({r['strategies']}): "
+        lines.append(f"* {r['case']}, {r['conv']} with strategy `{r['strategy']}` ({r['strategies']}), "
+                     f"{r['backend']}: "
                      f"×{r['time ×static']:.2f} the static step's time at ×{r['MACs ×static']:.2f} its "
                      f"MACs, memory ×{r['memory ×static']:.2f}{verdict}.")
     pairs = {}
     for r in rows:
-        pairs.setdefault((r["table"], r["case"], r["conv"]), {})[r["strategy"]] = r["time ×static"]
-    moved = [f"{case} {conv} ×{p['auto']:.2f} → ×{p['tune']:.2f}"
-             for (_, case, conv), p in pairs.items() if {"auto", "tune"} <= set(p)]
+        pairs.setdefault((r["table"], r["case"], r["conv"], r["backend"]), {})[r["strategy"]] = \
+            r["time ×static"]
+    moved = [f"{case} {conv} ({backend}) ×{p['auto']:.2f} → ×{p['tune']:.2f}"
+             for (_, case, conv, backend), p in pairs.items() if {"auto", "tune"} <= set(p)]
     if moved:
         lines += ["", "Before → after (`auto`, the rule, → `tune`, timed on the first step): "
                   + "; ".join(moved) + "."]
