@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -20,8 +20,8 @@ from .engine import (applicable_strategies, choose_strategy, mix_kernels_reusing
                      run_strategy)
 from .models import ResNet
 from .profiles import figures_dir
-from .timing import interleaved_times
 from .provenance import machine_info
+from .timing import interleaved_times
 
 
 def _attend_all(seen: List[tuple]) -> None:
@@ -124,6 +124,12 @@ def _backward_of(fn: Callable[[], object]) -> Callable[[], None]:
     return step
 
 
+def static_weighted(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    """The ``key`` ratio (× static) of several layers of :func:`train_layer_breakdown` together:
+    their mean weighted by each layer's static time."""
+    return sum(r[key] * r["static_ms"] for r in rows) / sum(r["static_ms"] for r in rows)
+
+
 def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: int = 1,
                           threads: Optional[int] = None) -> List[Dict[str, object]]:
     """Forward + backward of every dynamic layer of a training case, one row per layer.
@@ -182,17 +188,14 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
                      **{f"{s}_x": ms[i, s] / static for s in options},
                      "auto": auto, "auto_x": ms[i, auto] / static, "best": best,
                      "best_x": ms[i, best] / static, "rounds": rounds, **info})
-    total = {key: sum(r[key] * r["static_ms"] for r in rows) for key in ("auto_x", "best_x")}
-    static_total = sum(r["static_ms"] for r in rows)
+    conv_macs = sum(r["conv_macs"] for r in rows)
     rows.append({"name": name, "conv": conv, "layer": "all", "shape": f"{len(rows)} dynamic layers",
-                 "positions": "",
-                 "conv_macs": sum(r["conv_macs"] for r in rows),
-                 "mix_macs_x": (sum(r["mix_macs_x"] * r["conv_macs"] for r in rows)
-                                / sum(r["conv_macs"] for r in rows)),
-                 "static_ms": static_total,
-                 "attention_x": sum(r["attention_x"] * r["static_ms"] for r in rows) / static_total,
-                 "auto": "", "auto_x": total["auto_x"] / static_total, "best": "",
-                 "best_x": total["best_x"] / static_total, "rounds": rounds, **info})
+                 "positions": "", "conv_macs": conv_macs,
+                 "mix_macs_x": sum(r["mix_macs_x"] * r["conv_macs"] for r in rows) / conv_macs,
+                 "static_ms": sum(r["static_ms"] for r in rows),
+                 "attention_x": static_weighted(rows, "attention_x"),
+                 "auto": "", "auto_x": static_weighted(rows, "auto_x"), "best": "",
+                 "best_x": static_weighted(rows, "best_x"), "rounds": rounds, **info})
     return rows
 
 

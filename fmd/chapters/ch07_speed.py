@@ -200,6 +200,8 @@ def train_breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> L
     """The per-layer training rows, grouped by the positions each layer's output has per sample:
     the layers' static time, and × that time for the attention branches alone and the whole layer
     with ``auto``'s and with the fastest strategy, beside the arithmetic of a per-sample mix."""
+    from ..breakdown import static_weighted
+
     out = []
     for name, table in tables.items():
         groups: Dict[tuple, List[Mapping[str, Any]]] = {}
@@ -211,7 +213,7 @@ def train_breakdown_rows(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> L
             out.append({"table": name, "machine": machine_label(table), "case": case, "conv": conv,
                         "output positions": positions, "layers": len(rows),
                         "static ms": round(static, 1), "mix MACs ×": round(rows[0]["mix_macs_x"], 2),
-                        **{label: round(sum(r[key] * r["static_ms"] for r in rows) / static, 2)
+                        **{label: round(static_weighted(rows, key), 2)
                            for label, key in (("attention ×", "attention_x"), ("auto ×", "auto_x"),
                                               ("best ×", "best_x"))},
                         "fastest": ", ".join(sorted({r["best"] for r in rows}))})
