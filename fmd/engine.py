@@ -432,8 +432,10 @@ def _conv_kfold_im2col(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: A
 
     (s_b ⊙ W_k) · X_b = W_k · (s_b ⊙ X_b) because the taps are a contracted dimension.
     Only for groups = 1 and numeric padding. One ``mm`` over (C·kh·kw, B·L) instead of the batched
-    product measured no faster for forward + backward (Intel Xeon, one thread, batch 128, K = 4:
-    6.10× → 6.23× static at 64→64 on 4×4, 4.24× → 4.64× at 128→128 on 2×2).
+    product measured no faster for forward + backward where this strategy is chosen (Intel Xeon,
+    one thread, batch 128, K = 4: 6.10× → 6.23× static at 64→64 on 4×4, 4.24× → 4.64× at 128→128
+    on 2×2); it was faster only at 32→32 on 8×8 (9.31× → 7.33×), where ``grouped`` (about 2.3×)
+    beats both.
     """
     B, C = x.shape[:2]
     K, O, _, kh, kw = weight.shape
