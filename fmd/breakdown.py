@@ -161,7 +161,7 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
         static = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                                  layer.stride, layer.padding, layer.dilation, layer.groups, bias=False)
         att = layer.attend(x)
-        options = applicable_strategies(att, geo)
+        options = applicable_strategies(att, geo, x, layer.weight)
         parts[i, "static"] = _backward_of(partial(static, x))
         parts[i, "attention"] = _backward_of(partial(layer.attend, x))
         for strategy in options:
@@ -200,8 +200,8 @@ def train_layer_breakdown(name: str, conv: str, *, rounds: int = 10, repeats: in
 
 
 TRAIN_BREAKDOWN_COLUMNS = ["conv", "layer", "shape", "mix_macs_x", "static_ms", "attention_x", "grouped_x",
-                           "kfold_conv_x", "kfold_im2col_x", "sample_im2col_x", "auto", "auto_x",
-                           "best", "best_x"]
+                           "kfold_conv_x", "kfold_im2col_x", "sample_im2col_x", "kfold_matrix_x", "auto",
+                           "auto_x", "best", "best_x"]
 
 
 def run_train_breakdown(cases: List[str], convs: List[str], rounds: int = 10,

@@ -26,11 +26,13 @@ def strategies_of(conv):
 
 CASES = [(conv, strategy) for conv in ("fmdconv", "odconv") for strategy in strategies_of(conv)]
 CASES += [("fmdconv_gates", "shared"), ("fmdconv_gates", "grouped")]
+CASES += [("fmdconv", "kfold_matrix"), ("odconv", "kfold_matrix")]  # on a 2×2 map
 
 
 def build(conv, strategy):
     options = {"attentions": ("input", "output")} if conv == "fmdconv_gates" else {}
-    return layer_and_input(conv.replace("_gates", ""), strategy=strategy, **options)
+    size = 2 if strategy == "kfold_matrix" else 6  # it applies to maps smaller than the kernel
+    return layer_and_input(conv.replace("_gates", ""), size=size, strategy=strategy, **options)
 
 
 @pytest.mark.parametrize("conv,strategy", CASES)
@@ -96,6 +98,16 @@ def test_onnx_runtime_runs_every_convolution_as_eager(conv, batch, tmp_path):
     layer, _ = layer_and_input(conv)
     report = export_onnx(layer, tmp_path / f"{conv}.onnx", (8, 6, 6), batch=batch, threads=1)
     assert report["batch"] == (batch or "dynamic") and report["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("conv", ["fmdconv", "odconv"])
+def test_onnx_runtime_runs_the_dense_matrices_of_a_2x2_map_as_eager(conv, tmp_path):
+    layer, x = layer_and_input(conv, size=2)
+    with torch.no_grad():
+        layer.eval()(x)
+    assert layer.last_strategy == "kfold_matrix"
+    report = export_onnx(layer, tmp_path / f"{conv}.onnx", (8, 2, 2), batch=3, threads=1)
+    assert report["max_abs_diff"] < 1e-4
 
 
 def test_a_fixed_batch_1_onnx_export_has_no_k_fold_convolution(tmp_path):

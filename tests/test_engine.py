@@ -43,6 +43,49 @@ def test_auto_picks_by_batch_and_map_size():
     assert strategies_used(odconv)[-1] == "kfold_im2col"  # spatial attention rules out "kfold_conv"
 
 
+@pytest.mark.parametrize("conv", ["fmdconv", "odconv", "dyconv", "condconv"])
+@pytest.mark.parametrize("size, stride", [((2, 2), 1), ((1, 1), 1), ((2, 2), 2), ((2, 1), 1), ((1, 2), 2)])
+def test_kfold_matrix_computes_what_grouped_computes_on_maps_smaller_than_the_kernel(conv, size, stride):
+    torch.manual_seed(0)
+    layer = make_conv(conv, 6, 10, 3, stride, 1, bias=True).double().train()
+    x = torch.randn(5, 6, *size, dtype=torch.double)
+    found = {}
+    for strategy in ("grouped", "kfold_matrix"):
+        layer.strategy = strategy
+        layer.zero_grad()
+        x_leaf = x.clone().requires_grad_()
+        y = layer(x_leaf)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.double).reshape(y.shape)).sum().backward()
+        assert layer.last_strategy == strategy
+        found[strategy] = [y, x_leaf.grad, layer.weight.grad, layer.bias.grad,
+                           *(p.grad for p in layer.parameters() if p.grad is not None)]
+    for got, want in zip(found["kfold_matrix"], found["grouped"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_kfold_matrix_keeps_only_the_taps_inside_the_map_and_applies_only_to_maps_below_the_kernel():
+    from fmd.engine import tap_selection
+    layer = make_conv("fmdconv", 4, 4, 3, 1, 1)
+    for size, taps in (((2, 2), 16), ((1, 1), 1), ((2, 1), 4)):
+        selection = tap_selection(torch.zeros(1, 4, *size), layer.weight, layer.geometry)
+        assert selection.shape == (9, size[0] * size[1], size[0] * size[1])
+        assert selection.sum() == taps and selection.max() == 1  # im2col reads 9 per position
+    assert tap_selection(torch.zeros(1, 4, 1, 1), layer.weight, layer.geometry)[4, 0, 0] == 1  # centre
+    layer.strategy = "kfold_matrix"
+    with pytest.raises(ValueError, match="strategy 'kfold_matrix' cannot compute this layer"):
+        layer(torch.randn(2, 4, 3, 3))  # 9 positions: not fewer than the 9 taps
+
+
+def test_auto_takes_kfold_matrix_where_the_map_is_smaller_than_the_kernel():
+    # The ImageNet stem on 32×32: stages at 8×8, 4×4, 2×2, 1×1.
+    model = ResNet(18, "fmdconv", 10, "imagenet", 8, 3).eval()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    used = strategies_used(model)
+    # layer3's first conv reads the 4×4 map (stride 2): im2col; the rest read 2×2 or 1×1 maps
+    assert used[8:] == ["kfold_im2col"] + ["kfold_matrix"] * 7
+
+
 def test_auto_picks_sample_im2col_for_large_kernels_on_small_maps():
     # The shapes of a full-width CIFAR ResNet-18 at batch 128, on the meta device (no storage).
     def pick(channels_in, channels, size, stride=1):
@@ -181,8 +224,8 @@ def test_training_breakdown_times_every_dynamic_layer_by_strategy(tmp_path):
         *layers, total = [r for r in rows if r["conv"] == conv]
         assert [r["layer"] for r in layers] == list(range(16)) and total["layer"] == "all"
         for r in layers:
-            timed = {s: r[f"{s}_x"] for s in ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col")
-                     if f"{s}_x" in r}
+            timed = {s: r[f"{s}_x"] for s in ("grouped", "kfold_conv", "kfold_im2col", "sample_im2col",
+                                              "kfold_matrix") if f"{s}_x" in r}
             assert r["best_x"] == min(timed.values()) and r["auto_x"] == timed[r["auto"]]
             assert r["static_ms"] > 0 and r["attention_x"] > 0
         assert ("kfold_conv_x" in layers[0]) == (conv == "fmdconv")  # a spatial attention forbids it

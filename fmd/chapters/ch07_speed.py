@@ -118,7 +118,8 @@ def strategy_timing_rows(config: Config, stages: Sequence[Tuple[int, int]], batc
         with torch.no_grad():
             att = probe.attend(x)
         auto = choose_strategy(x, probe.weight, att, probe.geometry)
-        candidates = [s for s in STRATEGIES[1:] if s in applicable_strategies(att, probe.geometry)]
+        candidates = [s for s in STRATEGIES[1:]
+                      if s in applicable_strategies(att, probe.geometry, x, probe.weight)]
 
         def step(layer: nn.Module, x: torch.Tensor = x) -> None:
             layer.zero_grad(set_to_none=True)
