@@ -456,21 +456,26 @@ _TAP_READS: Dict[tuple, tuple] = {}
 
 
 def _tap_reads(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
-               padding: Tuple[int, int], dilation: Tuple[int, int]) -> Tuple[Tuple[int, ...], ...]:
+               padding: Tuple[int, int], dilation: Tuple[int, int]
+               ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], int]:
     """(taps, output positions, input positions) of every tap that lands inside the map, and the
-    number of output positions; remembered per geometry (a dict: torch.compile traces through it)."""
+    number of output positions (0 where the geometry has no output); remembered per geometry (a
+    dict: torch.compile traces through it)."""
     key = (size, kernel, stride, padding, dilation)
     if key in _TAP_READS:
         return _TAP_READS[key]
     (H, W), (kh, kw) = size, kernel
     Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if Ho < 1 or Wo < 1:
+        Ho = Wo = 0
     reads = [(i * kw + j, oy * Wo + ox, iy * W + ix)
              for i in range(kh) for j in range(kw) for oy in range(Ho) for ox in range(Wo)
              for iy in [oy * stride[0] - padding[0] + i * dilation[0]]
              for ix in [ox * stride[1] - padding[1] + j * dilation[1]]
              if 0 <= iy < H and 0 <= ix < W]
-    _TAP_READS[key] = tuple(zip(*reads)) + (Ho * Wo,)
+    taps, positions, inputs = (tuple(column) for column in zip(*reads)) if reads else ((), (), ())
+    _TAP_READS[key] = (taps, positions, inputs, Ho * Wo)
     return _TAP_READS[key]
 
 
@@ -482,7 +487,7 @@ def tap_selection(x: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     kh, kw = weight.shape[-2:]
     taps, positions, reads, L = _tap_reads((H, W), (kh, kw), geo.stride, geo.padding, geo.dilation)
     selection = torch.zeros(kh * kw, L, H * W, dtype=weight.dtype, device=x.device)
-    index = torch.tensor([taps, positions, reads], device=x.device)
+    index = torch.tensor([taps, positions, reads], dtype=torch.long, device=x.device)
     return selection.index_put_((index[0], index[1], index[2]), selection.new_ones(()))
 
 
@@ -496,8 +501,11 @@ def _conv_kfold_matrix(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: A
     it runs as one large matrix product, where a static convolution of that size runs far below
     its peak (``fmd.bench --breakdown``, quick shapes, Intel Xeon, one thread, batch 128, K = 4,
     forward + backward with the attentions: FMDConv 128→128 on 2×2 2.9× static against 4.0× with
-    ``kfold_im2col``). A spatial attention scales each (l, q) pair by its tap, which moves onto a
-    per-position copy of the input. Only for groups = 1 and numeric padding.
+    ``kfold_im2col``). Building the matrices is a cost per call, which small batches do not repay
+    (:data:`MATRIX_MIN_BATCH`). A spatial attention scales each (l, q) pair by its tap: it moves onto
+    a per-position copy of the input, and the product is batched over output positions. Where
+    ``kfold_im2col`` applies (a kernel attention, groups = 1, numeric padding) and
+    :func:`matrix_applies`.
     """
     B, C, H, W = x.shape
     K, O, _, kh, kw = weight.shape
@@ -529,7 +537,7 @@ _IMPLEMENTATIONS: Dict[str, Callable[..., Tensor]] = {
 def applicable_strategies(att: Attention, geo: Geometry, x: Optional[Tensor] = None,
                           weight: Optional[Tensor] = None) -> Tuple[str, ...]:
     """The strategies that compute this layer's function exactly; given the call's input and kernel
-    bank, also ``kfold_matrix`` where the map is smaller than the kernel (:func:`matrix_pays_off`)."""
+    bank, also ``kfold_matrix`` where :func:`matrix_applies`."""
     if att.kernel is None and att.spatial is None:
         return ("shared", "grouped")
     found = ["grouped"]
@@ -539,17 +547,44 @@ def applicable_strategies(att: Attention, geo: Geometry, x: Optional[Tensor] = N
         found.append("kfold_im2col")
     if geo.groups == 1 and not isinstance(geo.padding, str):
         found.append("sample_im2col")
-    if "kfold_im2col" in found and x is not None and weight is not None and matrix_pays_off(x, weight):
+    if ("kfold_im2col" in found and x is not None and weight is not None
+            and matrix_applies(x, weight, geo)):
         found.append("kfold_matrix")
     return tuple(found)
 
 
-def matrix_pays_off(x: Tensor, weight: Tensor) -> bool:
-    """Whether the map is smaller than the kernel (H·W < kh·kw), where ``kfold_matrix`` multiplies
-    fewer numbers than im2col; on larger maps its matrix grows with the square of the map."""
-    if symbolic_shape(x):
+# kfold_matrix builds K matrices of (O·L)×(C·H·W): at most this many bytes of them (a 7×7 kernel on a
+# 6×6 map would build 47 times its bank), and ``auto`` takes it only from MATRIX_MIN_BATCH samples
+# up and for matrices of at most MATRIX_AUTO_BYTES. Measured on the CPU (Intel Xeon, one thread,
+# FMDConv, forward + backward, kfold_matrix against kfold_im2col): 128→128 on 2×2 (4 MiB of
+# matrices) at batch 16, 32, 64, 128: 7.8 / 9.6 / 8.9 / 12.3 ms against 3.6 / 5.6 / 9.5 / 18.2 ms;
+# 64→64 on 2×2: 2.5 / 2.7 / 3.2 / 4.1 against 1.9 / 2.7 / 4.1 / 6.6; 128→128 on 1×1 faster from
+# batch 16 (1.8 against 2.2 ms); 256→256 on 2×2 (16 MiB) only at batch 128 (50.8 against 57.0 ms).
+MATRIX_MAX_BYTES = 16 * 2**20
+MATRIX_AUTO_BYTES = 4 * 2**20
+MATRIX_MIN_BATCH = 64
+
+
+def matrix_bytes(x: Tensor, weight: Tensor, geo: Geometry) -> int:
+    """The bytes of kfold_matrix's K matrices: K·O·L × C·H·W entries of the bank's dtype."""
+    L = _tap_reads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), geo.stride, geo.padding,
+                   geo.dilation)[3]
+    K, O, C = weight.shape[:3]
+    return K * O * L * C * x.shape[-2] * x.shape[-1] * weight.element_size()
+
+
+def matrix_applies(x: Tensor, weight: Tensor, geo: Geometry) -> bool:
+    """Whether ``kfold_matrix`` applies: a map smaller than the kernel (H·W < kh·kw), where it
+    multiplies fewer numbers per sample than im2col, with at least one tap inside the map and
+    matrices of at most :data:`MATRIX_MAX_BYTES`. Not inside a traced graph: its tap tables fix
+    the map size, which a graph may keep symbolic (there ``kfold_im2col`` computes the layer)."""
+    if torch.compiler.is_compiling() or isinstance(geo.padding, str):
         return False
-    return x.shape[-2] * x.shape[-1] < weight.shape[-2] * weight.shape[-1]
+    if x.shape[-2] * x.shape[-1] >= weight.shape[-2] * weight.shape[-1]:
+        return False
+    taps = _tap_reads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), geo.stride, geo.padding,
+                      geo.dilation)[0]
+    return bool(taps) and matrix_bytes(x, weight, geo) <= MATRIX_MAX_BYTES
 
 
 # Below this many output positions per sample the K-fold convolution beats mixing a kernel per
@@ -591,15 +626,17 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
       maps (``grouped``), while on small maps running the K kernels as one K-fold convolution and
       mixing the outputs is faster (``kfold_conv``); on the smallest maps, and with a spatial
       attention, one im2col matmul with all K kernels (``kfold_im2col``) is faster still, and on a
-      map smaller than the kernel (2×2 and 1×1 for 3×3) the K kernels as dense matrices over the
-      map (``kfold_matrix``: quick recipe, Intel Xeon, one thread, forward + backward at batch 128,
-      FMDConv 128→128 on 2×2 2.9× static against 4.0× ``kfold_im2col``, on 1×1 1.6–1.8× against
-      3.8–4.3×; ODConv on 1×1 1.7–1.9× against 4.4–4.6×); but on small
+      map smaller than the kernel (2×2 and 1×1 for 3×3), from :data:`MATRIX_MIN_BATCH` samples, the
+      K kernels as dense matrices over the map (``kfold_matrix``: quick recipe, Intel Xeon, one
+      thread, forward + backward at batch 128, FMDConv 128→128 on 2×2 2.9× static against 4.0×
+      ``kfold_im2col``, on 1×1 1.6–1.8× against 3.8–4.3×; ODConv on 1×1 1.7–1.9× against
+      4.4–4.6×); but on small
       maps, a large kernel whose bank fits in the cache runs fastest as per-sample matmuls over
       chunks of the batch (``sample_im2col``, same arithmetic as a static convolution);
     * inside a traced graph (torch.compile, torch.export, ONNX export) the same choice wherever
-      the graph knows the shape (dynamo specialises batch 1, and every size not marked dynamic);
-      where the batch or a map size is symbolic, a strategy that does not depend on it;
+      the graph knows the shape (dynamo specialises batch 1, and every size not marked dynamic),
+      but ``kfold_im2col`` for ``kfold_matrix`` (:func:`matrix_applies`); where the batch or a map
+      size is symbolic, a strategy that does not depend on it;
     * on any device but the CPU, ``grouped`` (:data:`MEASURED_DEVICE_TYPES`).
     """
     options = applicable_strategies(att, geo, x, weight)
@@ -611,7 +648,8 @@ def choose_strategy(x: Tensor, weight: Tensor, att: Attention, geo: Geometry) ->
     positions = output_positions(x, weight, geo)
     if not batch_free or positions >= GROUPED_MIN_POSITIONS:
         return "grouped"
-    if "kfold_matrix" in options:  # a map smaller than the kernel (matrix_pays_off)
+    if ("kfold_matrix" in options and x.shape[0] >= MATRIX_MIN_BATCH
+            and matrix_bytes(x, weight, geo) <= MATRIX_AUTO_BYTES):
         return "kfold_matrix"
     if "sample_im2col" in options and _sample_im2col_pays_off(weight):
         return "sample_im2col"

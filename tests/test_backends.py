@@ -26,7 +26,7 @@ def strategies_of(conv):
 
 CASES = [(conv, strategy) for conv in ("fmdconv", "odconv") for strategy in strategies_of(conv)]
 CASES += [("fmdconv_gates", "shared"), ("fmdconv_gates", "grouped")]
-CASES += [("fmdconv", "kfold_matrix"), ("odconv", "kfold_matrix")]  # on a 2×2 map
+MATRIX_CASES = [("fmdconv", "kfold_matrix"), ("odconv", "kfold_matrix")]  # on a 2×2 map
 
 
 def build(conv, strategy):
@@ -55,7 +55,22 @@ def test_every_strategy_compiled_gives_eager_outputs_and_input_gradients(conv, s
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("conv,strategy", CASES)
+def test_a_traced_graph_computes_kfold_matrix_s_layers_with_im2col_whatever_their_map_size():
+    # kfold_matrix's tap tables fix the map size, which a graph may keep symbolic: inside a graph
+    # auto takes kfold_im2col there, and a map marked dynamic still compiles and stays exact.
+    layer, x = layer_and_input("fmdconv", batch=64, size=2)
+    layer.eval()
+    with torch.no_grad():
+        eager = layer(x)
+        assert layer.last_strategy == "kfold_matrix"
+        torch._dynamo.mark_dynamic(x, 2)
+        torch._dynamo.mark_dynamic(x, 3)
+        compiled = torch.compile(layer, backend="aot_eager")
+        torch.testing.assert_close(compiled(x), eager, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("conv,strategy", CASES + MATRIX_CASES)
 def test_every_strategy_runs_under_bf16_autocast_close_to_fp32(conv, strategy):
     layer, x = build(conv, strategy)
     for train in (False, True):
@@ -101,12 +116,13 @@ def test_onnx_runtime_runs_every_convolution_as_eager(conv, batch, tmp_path):
 
 
 @pytest.mark.parametrize("conv", ["fmdconv", "odconv"])
-def test_onnx_runtime_runs_the_dense_matrices_of_a_2x2_map_as_eager(conv, tmp_path):
-    layer, x = layer_and_input(conv, size=2)
+def test_onnx_runtime_runs_a_layer_that_eager_computes_as_dense_matrices_as_eager(conv, tmp_path):
+    # the exported graph computes it with im2col (matrix_applies: not inside a traced graph)
+    layer, x = layer_and_input(conv, batch=64, size=2)
     with torch.no_grad():
         layer.eval()(x)
     assert layer.last_strategy == "kfold_matrix"
-    report = export_onnx(layer, tmp_path / f"{conv}.onnx", (8, 2, 2), batch=3, threads=1)
+    report = export_onnx(layer, tmp_path / f"{conv}.onnx", (8, 2, 2), batch=64, threads=1)
     assert report["max_abs_diff"] < 1e-4
 
 

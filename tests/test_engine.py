@@ -43,11 +43,20 @@ def test_auto_picks_by_batch_and_map_size():
     assert strategies_used(odconv)[-1] == "kfold_im2col"  # spatial attention rules out "kfold_conv"
 
 
+# (map, kernel, stride, padding, dilation): maps smaller than the kernel, square or not, with
+# unequal strides, paddings and dilations, so that a tap table that mixed up rows and columns fails
+MATRIX_GEOMETRIES = [((2, 2), 3, 1, 1, 1), ((1, 1), 3, 1, 1, 1), ((2, 2), 3, 2, 1, 1),
+                     ((2, 1), 3, 1, 1, 1), ((1, 2), 3, 2, 1, 1), ((2, 3), 3, (1, 2), (1, 2), 1),
+                     ((2, 2), 3, 1, 2, 2), ((2, 2), 3, 1, (2, 1), (2, 1)), ((1, 4), (3, 5), 1, (1, 2), 1),
+                     ((2, 4), (3, 5), (1, 2), (2, 1), 1)]
+
+
 @pytest.mark.parametrize("conv", ["fmdconv", "odconv", "dyconv", "condconv"])
-@pytest.mark.parametrize("size, stride", [((2, 2), 1), ((1, 1), 1), ((2, 2), 2), ((2, 1), 1), ((1, 2), 2)])
-def test_kfold_matrix_computes_what_grouped_computes_on_maps_smaller_than_the_kernel(conv, size, stride):
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", MATRIX_GEOMETRIES)
+def test_kfold_matrix_computes_what_grouped_computes_on_maps_smaller_than_the_kernel(
+        conv, size, kernel, stride, padding, dilation):
     torch.manual_seed(0)
-    layer = make_conv(conv, 6, 10, 3, stride, 1, bias=True).double().train()
+    layer = make_conv(conv, 6, 10, kernel, stride, padding, dilation, bias=True).double().train()
     x = torch.randn(5, 6, *size, dtype=torch.double)
     found = {}
     for strategy in ("grouped", "kfold_matrix"):
@@ -57,14 +66,14 @@ def test_kfold_matrix_computes_what_grouped_computes_on_maps_smaller_than_the_ke
         y = layer(x_leaf)
         (y * torch.linspace(-1, 1, y.numel(), dtype=torch.double).reshape(y.shape)).sum().backward()
         assert layer.last_strategy == strategy
-        found[strategy] = [y, x_leaf.grad, layer.weight.grad, layer.bias.grad,
-                           *(p.grad for p in layer.parameters() if p.grad is not None)]
+        found[strategy] = [y, x_leaf.grad, *(p.grad for p in layer.parameters() if p.grad is not None)]
+    assert len(found["kfold_matrix"]) == len(found["grouped"]) > 3
     for got, want in zip(found["kfold_matrix"], found["grouped"]):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_kfold_matrix_keeps_only_the_taps_inside_the_map_and_applies_only_to_maps_below_the_kernel():
-    from fmd.engine import tap_selection
+def test_kfold_matrix_keeps_only_the_taps_inside_the_map_and_applies_only_where_it_can():
+    from fmd.engine import applicable_strategies, tap_selection
     layer = make_conv("fmdconv", 4, 4, 3, 1, 1)
     for size, taps in (((2, 2), 16), ((1, 1), 1), ((2, 1), 4)):
         selection = tap_selection(torch.zeros(1, 4, *size), layer.weight, layer.geometry)
@@ -74,16 +83,34 @@ def test_kfold_matrix_keeps_only_the_taps_inside_the_map_and_applies_only_to_map
     layer.strategy = "kfold_matrix"
     with pytest.raises(ValueError, match="strategy 'kfold_matrix' cannot compute this layer"):
         layer(torch.randn(2, 4, 3, 3))  # 9 positions: not fewer than the 9 taps
+    # every tap in the padding (stride 5, padding 4 on 1×1): nothing to multiply, so not applicable,
+    # and auto computes the layer another way
+    padded = make_conv("fmdconv", 4, 6, 3, 5, 4).eval()
+    x = torch.randn(3, 4, 1, 1)
+    with torch.no_grad():
+        options = applicable_strategies(padded.attend(x), padded.geometry, x, padded.weight)
+        assert "kfold_matrix" not in options
+        y = padded(x)
+        padded.strategy = "grouped"
+        torch.testing.assert_close(y, padded(x))
+    # a 7×7 kernel on a 6×6 map would build matrices of 47 times its bank: over MATRIX_MAX_BYTES
+    big = make_conv("fmdconv", 64, 64, 7, 1, 3)
+    x = torch.randn(2, 64, 6, 6)
+    with torch.no_grad():
+        assert "kfold_matrix" not in applicable_strategies(big.attend(x), big.geometry, x, big.weight)
 
 
-def test_auto_takes_kfold_matrix_where_the_map_is_smaller_than_the_kernel():
+def test_auto_takes_kfold_matrix_where_the_map_is_smaller_than_the_kernel_at_large_batches():
+    from fmd.engine import MATRIX_MIN_BATCH
     # The ImageNet stem on 32×32: stages at 8×8, 4×4, 2×2, 1×1.
     model = ResNet(18, "fmdconv", 10, "imagenet", 8, 3).eval()
     with torch.no_grad():
-        model(torch.randn(4, 3, 32, 32))
-    used = strategies_used(model)
-    # layer3's first conv reads the 4×4 map (stride 2): im2col; the rest read 2×2 or 1×1 maps
-    assert used[8:] == ["kfold_im2col"] + ["kfold_matrix"] * 7
+        model(torch.randn(MATRIX_MIN_BATCH, 3, 32, 32))
+        used = strategies_used(model)
+        # layer3's first conv reads the 4×4 map (stride 2): im2col; the rest read 2×2 or 1×1 maps
+        assert used[8:] == ["kfold_im2col"] + ["kfold_matrix"] * 7
+        model(torch.randn(MATRIX_MIN_BATCH - 1, 3, 32, 32))  # building the matrices does not pay
+        assert "kfold_matrix" not in strategies_used(model)
 
 
 def test_auto_picks_sample_im2col_for_large_kernels_on_small_maps():
