@@ -118,17 +118,26 @@ SAME_COST = ("dataset", "conv", "depth", "width", "stem", "transform", "train_su
              "threads")
 
 
+def seconds_per_epoch(record: Mapping[str, Any]) -> float:
+    """A stored run's median epoch, in seconds, where its history times each epoch: a run stopped
+    or slowed by other work for a while (its wall time counts that) does not inflate the estimate;
+    otherwise its wall time over its epochs."""
+    epochs = [e.get("epoch_seconds") for e in record["history"]]
+    if epochs and None not in epochs:
+        return float(statistics.median(epochs))
+    return record["wall_time_s"] / len(record["history"])
+
+
 def estimate_seconds(configs: Sequence[Any], root: Path) -> Tuple[float, int]:
     """The wall time of training ``configs`` one after another, from the stored records of the same
-    networks (:data:`SAME_COST`: the median seconds per epoch, times the epochs), and how many of
-    the configs had such a record."""
+    networks (:data:`SAME_COST`: the median over those records of :func:`seconds_per_epoch`, times
+    the epochs), and how many of the configs had such a record."""
     from . import runs
 
     per_epoch: Dict[tuple, List[float]] = {}
     for record in runs.list_records(root):
         c = record["config"]
-        per_epoch.setdefault(tuple(c.get(f) for f in SAME_COST), []).append(
-            record["wall_time_s"] / len(record["history"]))
+        per_epoch.setdefault(tuple(c.get(f) for f in SAME_COST), []).append(seconds_per_epoch(record))
     seconds, known = 0.0, 0
     for config in configs:
         found = per_epoch.get(tuple(getattr(config, f) for f in SAME_COST))

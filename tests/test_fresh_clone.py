@@ -132,6 +132,10 @@ def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_netw
                            "chapter 05: 1); about 0.0 h at 2 at a time")
     assert "(1 of 2 estimated" in line
     assert "about 0.0 h at 1 at a time" in stored_runs_line(5, {"a": missing["a"]}, 2, tmp_path)
+    # a record that times its epochs counts its median epoch: an epoch it spent stopped does not count
+    record.update(wall_time_s=620.0, history=[{"epoch_seconds": t} for t in (10.0, 600.0, 10.0)])
+    runs.write_json(folder / runs.RECORD_NAME, record)
+    assert estimate_seconds([longer], tmp_path) == (40.0, 1)
 
 
 def test_reproduce_trains_one_run_at_a_time_unless_each_run_names_its_threads():
