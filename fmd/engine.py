@@ -455,24 +455,22 @@ def _conv_kfold_im2col(x: Tensor, weight: Tensor, bias: Optional[Tensor], att: A
 _TAP_READS: Dict[tuple, tuple] = {}
 
 
-def _tap_reads(size: Tuple[int, int], kernel: Tuple[int, int], stride: Tuple[int, int],
-               padding: Tuple[int, int], dilation: Tuple[int, int]
+def _tap_reads(x: Tensor, weight: Tensor, geo: Geometry
                ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], int]:
-    """(taps, output positions, input positions) of every tap that lands inside the map, and the
-    number of output positions (0 where the geometry has no output); remembered per geometry (a
-    dict: torch.compile traces through it)."""
-    key = (size, kernel, stride, padding, dilation)
+    """(taps, output positions, input positions) of every tap of this call's convolution that
+    lands inside the map, and the number of output positions (0 where the geometry has no
+    output); remembered per geometry (a dict: torch.compile traces through it)."""
+    (H, W), (kh, kw) = x.shape[-2:], weight.shape[-2:]
+    Ho, Wo = _output_size(x, weight, geo)
+    key = ((H, W), (kh, kw), geo.stride, geo.padding, geo.dilation)
     if key in _TAP_READS:
         return _TAP_READS[key]
-    (H, W), (kh, kw) = size, kernel
-    Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if Ho < 1 or Wo < 1:
         Ho = Wo = 0
+    (sy, sx), (py, px), (dy, dx) = geo.stride, geo.padding, geo.dilation
     reads = [(i * kw + j, oy * Wo + ox, iy * W + ix)
              for i in range(kh) for j in range(kw) for oy in range(Ho) for ox in range(Wo)
-             for iy in [oy * stride[0] - padding[0] + i * dilation[0]]
-             for ix in [ox * stride[1] - padding[1] + j * dilation[1]]
+             for iy in [oy * sy - py + i * dy] for ix in [ox * sx - px + j * dx]
              if 0 <= iy < H and 0 <= ix < W]
     taps, positions, inputs = (tuple(column) for column in zip(*reads)) if reads else ((), (), ())
     _TAP_READS[key] = (taps, positions, inputs, Ho * Wo)
@@ -485,7 +483,7 @@ def tap_selection(x: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     a traced graph (torch.compile, ONNX export) holds it as one."""
     H, W = x.shape[-2:]
     kh, kw = weight.shape[-2:]
-    taps, positions, reads, L = _tap_reads((H, W), (kh, kw), geo.stride, geo.padding, geo.dilation)
+    taps, positions, reads, L = _tap_reads(x, weight, geo)
     selection = torch.zeros(kh * kw, L, H * W, dtype=weight.dtype, device=x.device)
     index = torch.tensor([taps, positions, reads], dtype=torch.long, device=x.device)
     return selection.index_put_((index[0], index[1], index[2]), selection.new_ones(()))
@@ -567,8 +565,7 @@ MATRIX_MIN_BATCH = 64
 
 def matrix_bytes(x: Tensor, weight: Tensor, geo: Geometry) -> int:
     """The bytes of kfold_matrix's K matrices: K·O·L × C·H·W entries of the bank's dtype."""
-    L = _tap_reads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), geo.stride, geo.padding,
-                   geo.dilation)[3]
+    L = _tap_reads(x, weight, geo)[3]
     K, O, C = weight.shape[:3]
     return K * O * L * C * x.shape[-2] * x.shape[-1] * weight.element_size()
 
@@ -582,9 +579,7 @@ def matrix_applies(x: Tensor, weight: Tensor, geo: Geometry) -> bool:
         return False
     if x.shape[-2] * x.shape[-1] >= weight.shape[-2] * weight.shape[-1]:
         return False
-    taps = _tap_reads(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), geo.stride, geo.padding,
-                      geo.dilation)[0]
-    return bool(taps) and matrix_bytes(x, weight, geo) <= MATRIX_MAX_BYTES
+    return bool(_tap_reads(x, weight, geo)[0]) and matrix_bytes(x, weight, geo) <= MATRIX_MAX_BYTES
 
 
 # Below this many output positions per sample the K-fold convolution beats mixing a kernel per
