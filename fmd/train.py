@@ -35,6 +35,7 @@ from .config import RECIPES, TrainConfig, field_choices, make_config
 from .data import BatchLoader, config_loaders, get_datasets
 from .loop import (NonFiniteLossError, build_model, evaluate, lr_factor, resolve_device,
                    set_strategies, train_epoch, used_strategies)
+from .precision import to_channels_last
 from .provenance import git_state
 from .record import RunLog, make_record, measure_kernel_entropy
 
@@ -362,7 +363,7 @@ def _new_state(call: _Call, train_set: Any, train_loader: BatchLoader) -> _RunSt
     model = build_model(config, train_set.num_classes, train_set.channels).to(device)
     set_strategies(model, config.strategy)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the attention trunks' too
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,

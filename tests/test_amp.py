@@ -1,12 +1,15 @@
 """Mixed precision and memory format: every engine strategy under autocast, the training options
 --amp/--channels-last/--compile, and their place in the run record and key."""
 import json
+import math
 
 import pytest
 import torch
 
 from fmd import conv as C
 from fmd.engine import applicable_strategies
+from fmd.models import ResNet
+from fmd.precision import to_channels_last
 from fmd.train import make_config, train
 
 DYNAMIC = ("condconv", "dyconv", "odconv", "fmdconv")
@@ -133,3 +136,15 @@ def test_compiled_training_matches_eager_training(tmp_path):
     assert compiled["final"]["train_loss"] == pytest.approx(eager["final"]["train_loss"], rel=1e-3)
     assert compiled["final"]["test_top1"] == pytest.approx(eager["final"]["test_top1"], abs=4)
     json.dumps(compiled)
+
+
+def test_a_dynamic_network_trains_in_channels_last(tmp_path):
+    # model.to(memory_format=channels_last) refuses the 5-D kernel banks: a dynamic run with
+    # --channels-last crashed before its first step.
+    config = make_config("smoke", conv="fmdconv", epochs=1, train_subset=64, test_subset=32,
+                         channels_last=True)
+    record = train(config, tmp_path, progress=False, verbose=False)
+    assert record["precision"]["channels_last"] and math.isfinite(record["final"]["train_loss"])
+    model = to_channels_last(ResNet(18, "fmdconv", 10, "small", 8, 1))
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.layer1[0].conv1.weight.dim() == 5 and model.layer1[0].conv1.weight.is_contiguous()
