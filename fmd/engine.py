@@ -461,10 +461,10 @@ def _tap_reads(x: Tensor, weight: Tensor, geo: Geometry
     lands inside the map, and the number of output positions (0 where the geometry has no
     output); remembered per geometry (a dict: torch.compile traces through it)."""
     (H, W), (kh, kw) = x.shape[-2:], weight.shape[-2:]
-    Ho, Wo = _output_size(x, weight, geo)
     key = ((H, W), (kh, kw), geo.stride, geo.padding, geo.dilation)
     if key in _TAP_READS:
         return _TAP_READS[key]
+    Ho, Wo = _output_size(x, weight, geo)
     if Ho < 1 or Wo < 1:
         Ho = Wo = 0
     (sy, sx), (py, px), (dy, dx) = geo.stride, geo.padding, geo.dilation
