@@ -131,7 +131,13 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
     """MACs per image at ``input_size`` = (1, C, H, W), counted by thop with our layer rules."""
     from thop import profile  # imported here: thop prints on import of some versions
 
+    from thop.vision.basic_hooks import count_convNd
+
     custom = {t: _thop_dynamic_rule for t in _dynamic_types(model)}
+    # thop looks rules up by exact type: a subclass of nn.Conv2d (fmd.models.StridedPointwise) gets
+    # nn.Conv2d's rule, which counts from the output's size.
+    for conv in {type(m) for m in model.modules() if isinstance(m, nn.Conv2d)} - {nn.Conv2d}:
+        custom.setdefault(conv, count_convNd)
     for free in (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.MaxPool2d,
                  nn.AdaptiveAvgPool2d, nn.Identity):
         custom[free] = _thop_free
