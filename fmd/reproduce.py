@@ -160,6 +160,21 @@ def default_jobs(configs: Sequence[Any]) -> int:
     return max(1, available_cores() // max(threads))
 
 
+def scratch_line(needed: Mapping[str, Tuple[str, Any]], jobs: int, root: Path) -> str:
+    """One line: what training the stored ones of the ``needed`` runs cost from scratch (the sum of
+    their records' wall times, each measured with the threads its record names), serial and
+    ``jobs`` at a time."""
+    from . import runs
+
+    found = [runs.load_record(config.identity(), root) for _, config in needed.values()]
+    seconds = sum(r["wall_time_s"] for r in found if r is not None)
+    stored = sum(r is not None for r in found)
+    at_once = max(1, min(jobs, stored))
+    return (f"from scratch: the {stored} stored runs took {seconds / 3600:.1f} h of training by their "
+            f"records, on the machines they name (about {seconds / 3600 / at_once:.1f} h at {at_once} "
+            "at a time)")
+
+
 def stored_runs_line(needed: int, missing: Mapping[str, Tuple[str, Any]], jobs: int,
                      root: Path) -> str:
     """One line: how many of the ``needed`` training runs are stored, which chapters train the
@@ -209,6 +224,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     missing = missing_runs(args.profile, needed)
     jobs = args.jobs or default_jobs([c for _, c in missing.values()])
     print(stored_runs_line(len(needed), missing, jobs, runs_root(args.profile)), flush=True)
+    print(scratch_line(needed, args.jobs or default_jobs([c for _, c in needed.values()]),
+                       runs_root(args.profile)), flush=True)
     if missing:  # every run first, several at once; the notebooks then read the records
         from .train import train_all
 

@@ -196,3 +196,59 @@ def test_chapter_03_curves_reading_tells_a_step_limited_run_from_one_that_fits_b
     apart = {**close, (18, 0, "fmdconv"): with_train([80.0, 90.0], 97.5)}
     text = ch03.curves_reading(apart)
     assert "ResNet-18 FMDConv 97.50 / 90.00%" in text and "up to 7.5 pp above test accuracy" in text
+
+
+def test_worst_fall_is_the_largest_drop_below_the_best_earlier_epoch_and_the_readings_name_collapses():
+    assert common.worst_fall(history([50.0, 80.0, 70.0, 85.0, 60.0, 90.0])) == (pytest.approx(25.0), 5)
+    assert common.worst_fall(history([50.0, 60.0, 70.0])) == (0.0, None)
+    runs = [record([50.0, 80.0, 79.0, 85.0]), record([50.0, 80.0, 20.0, 85.0], seed=1)]
+    columns = common.convergence_columns(runs)  # the worst seed's fall
+    assert (columns[common.WORST_FALL], columns[common.FALL_EPOCH]) == (60.0, 3)
+    records = {(18, "static"): record([80.0, 85.0, 84.0], "static"),
+               (18, "fmdconv"): record([80.0, 15.0, 85.1, 85.2])}
+    text = ch08.backbone_reading(ch08.backbone_rows(records))
+    assert "which the final number does not show: ResNet-18 FMDConv by 65.00 pp at epoch 2." in text
+    assert "ResNet-18 Static by" not in text  # a fall of 1 pp is no collapse
+
+
+def test_a_run_at_a_scale_chapter_03_showed_finished_reads_finished_at_its_scale_unless_it_falls():
+    verdict = lambda curve, ok: common.convergence_columns([record(curve)], scale_ok=ok)[CONVERGENCE]  # noqa: E731
+    assert verdict([70.0, 80.0, 85.0, 88.0], False) == common.STILL_RISING
+    assert verdict([70.0, 80.0, 85.0, 88.0], True) == common.SCALE_OK
+    assert verdict([70.0, 80.0, 85.0, 85.2], True) == common.SCALE_OK
+    assert verdict([70.0, 80.0, 85.0, 60.0], True) == common.FALLING
+    # a check run of its own decides over the scale
+    assert common.convergence_columns([record([70.0, 88.0])], record([90.0]), scale_ok=True)[CONVERGENCE] \
+        == common.CHECK_OFF
+    # chapter 08 lends the scale's verdict to ResNet-18 only, the depth chapter 03 checked
+    rows = ch08.backbone_rows({(18, "fmdconv"): record([70.0, 80.0, 85.0, 88.0]),
+                               (50, "fmdconv"): record([70.0, 80.0, 85.0, 88.0], depth=50)}, scale_ok=True)
+    assert [r[CONVERGENCE] for r in rows] == [common.SCALE_OK, common.STILL_RISING]
+    rising = [70.0, 80.0, 85.0, 88.0]
+    paper, official = {34.0: record(rising)}, record(rising)
+    verdict = lambda ok: ch09.temperature_verdict(paper, official, 0.5, scale_ok=ok)["verdict"]  # noqa: E731
+    assert "Not shown finished" in verdict(False) and "Not shown finished" not in verdict(True)
+
+
+def test_chapter_03_scale_reading_says_which_length_every_network_finished_at():
+    def row(epochs, conv, delta, tolerance):
+        return {"main epochs": epochs, "conv": conv, CHECK: delta, "tolerance (pp)": tolerance,
+                "finished": abs(delta) <= tolerance}
+
+    rows = [row(15, "Static", 0.05, 0.3), row(15, "FMDConv", 0.39, 0.36),
+            row(35, "Static", -0.46, 0.51), row(35, "FMDConv", 0.16, 0.3)]
+    text = ch03.scale_reading(rows, 12000)
+    assert "12,000 training images" in text
+    assert "* **15 epochs**: Static finished (check Δ +0.05 pp against ±0.30); FMDConv not shown" in text
+    assert text.endswith("The sweeps train 35 epochs: the shortest length tried at which every network is "
+                         "shown finished.")
+    assert ch03.scale_reading(rows[:2], None).endswith("not every network is shown finished there.")
+    assert ch03.scale_reading([], None) == "No run of the sweeps' scale is stored."
+
+
+def test_the_sweeps_scale_is_its_static_and_fmdconv_runs_at_every_seed_with_check_runs():
+    configs = ch03.scale_configs("smoke")
+    assert set(configs) == {(18, s, c) for s in (0, 1) for c in ch03.SCALE_CONVS}
+    from fmd.profiles import ablation_config
+    assert configs[(18, 0, "fmdconv")].key() == ablation_config("smoke", conv="fmdconv").key()
+    assert {c.epochs for c in ch03.check_configs(configs).values()} == {2}  # 1.5 × 1 epoch, rounded up

@@ -20,8 +20,10 @@ def chapter_runs(profile: str):
     seeds = get_profile(profile).seeds
     found = {}
     comparison = ch03.comparison_configs(profile, depths=(18, 50))
+    scale = ch03.scale_configs(profile)
     groups = [("03", [*comparison.values(), *ch03.init_configs(comparison, 18, seeds[0]).values(),
-                      *ch03.check_configs(comparison).values()])]
+                      *ch03.check_configs(comparison).values(), *scale.values(),
+                      *ch03.check_configs(scale).values()])]
     sweeps = ch04.sweep_configs(profile)
     groups.append(("04", [*sweeps["T_k"].values(), *sweeps["K"].values(), *sweeps["seeds"].values(),
                           sweeps["reference"], sweeps["static"]]))

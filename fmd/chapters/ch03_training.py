@@ -14,10 +14,10 @@ import numpy as np
 from ..conv import CONV_NAMES, CONVS
 from ..labels import conv_label
 from ..models import STEM_DOWNSAMPLING
-from ..profiles import depth_seeds, main_config
+from ..profiles import ablation_config, depth_seeds, get_profile, main_config, runs_root
 from ..train import TrainConfig
-from .common import (CHECK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta, convergence_columns,
-                     mean_std, pm, provisional, shown_finished, span)
+from .common import (CHECK, CHECK_OK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta,
+                     convergence_columns, mean_std, pm, provisional, shown_finished, span)
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -60,6 +60,74 @@ def check_configs(configs: Mapping[Run, TrainConfig], depths: Sequence[int] = (1
         if d in depths and (d, c) not in out:
             out[(d, c)] = dataclasses.replace(config, epochs=math.ceil(1.5 * config.epochs))
     return out
+
+
+# The sweeps' scale (chapters 04, 05 and 08 train at fmd.profiles.ablation_config) is checked as the
+# comparison is: static and FMDConv ResNet-18 at the profile's seeds, each with a check run at 1.5x
+# the epochs. Under quick, the shorter sweeps tried before 35 epochs are read too (their records
+# are committed; they are never trained here).
+SCALE_CONVS = ("static", "fmdconv")
+SCALE_TRIED = {"quick": (15, 23)}
+
+
+def scale_configs(profile: str, epochs: Optional[int] = None) -> Dict[Run, TrainConfig]:
+    """The sweeps' scale as a comparison of :data:`SCALE_CONVS` over the profile's seeds, keyed
+    ``(depth, seed, conv)`` (``epochs``: another length than the profile's)."""
+    over = {} if epochs is None else {"epochs": epochs}
+    return {(18, s, c): ablation_config(profile, conv=c, seed=s, **over)
+            for s in get_profile(profile).seeds for c in SCALE_CONVS}
+
+
+def scale_rows(profile: str, records: Mapping[Run, Record],
+               checks: Mapping[Tuple[int, str], Record]) -> List[Dict[str, Any]]:
+    """:func:`check_rows` of the sweeps' scale (``records``, ``checks``: its runs), after those of
+    the shorter lengths tried first (:data:`SCALE_TRIED`) whose runs and check runs are stored."""
+    rows = []
+    for epochs in SCALE_TRIED.get(profile, ()):
+        configs = scale_configs(profile, epochs)
+        mains, found = _stored(profile, configs), _stored(profile, check_configs(configs))
+        rows += check_rows(mains, {k: r for k, r in found.items() if (k[0], k[1]) in seed_groups(mains)})
+    return rows + check_rows(records, checks)
+
+
+def scale_shown_finished(profile: str) -> bool:
+    """Whether every network of the sweeps' scale (:func:`scale_configs`) is stored and shown finished
+    by its stored check run (chapters 04, 05 and 08 read their ResNet-18 runs' verdict from this)."""
+    configs = scale_configs(profile)
+    mains, checks = _stored(profile, configs), _stored(profile, check_configs(configs))
+    rows = check_rows(mains, checks) if len(mains) == len(configs) else []
+    return len(rows) == len(SCALE_CONVS) and all(r["finished"] for r in rows)
+
+
+def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int]) -> str:
+    """Per length of :func:`scale_rows`, which networks its check run shows finished, in Markdown."""
+    lengths = dict.fromkeys(r["main epochs"] for r in rows)
+    count = f"{images:,}" if images else "all"
+    lines = [f"**Reading** (every number from the table above; {count} training images):", ""]
+    for epochs in lengths:
+        group = [r for r in rows if r["main epochs"] == epochs]
+        parts = [f"{r['conv']} {'finished' if r['finished'] else 'not shown finished'} "
+                 f"(check Δ {r[CHECK]:+.2f} pp against ±{r['tolerance (pp)']:.2f})" for r in group]
+        lines.append(f"* **{epochs} epochs**: " + "; ".join(parts) + ".")
+    done = [e for e in lengths if all(r["finished"] for r in rows if r["main epochs"] == e)]
+    if not rows:
+        return "No run of the sweeps' scale is stored."
+    last = list(lengths)[-1]
+    if last not in done:
+        verdict = "not every network is shown finished there."
+    elif done[0] == last:
+        verdict = "the shortest length tried at which every network is shown finished."
+    else:
+        verdict = f"every network is shown finished there, and already at {done[0]} epochs."
+    return "\n".join(lines + ["", f"The sweeps train {last} epochs: {verdict}"])
+
+
+def _stored(profile: str, configs: Mapping[Any, TrainConfig]) -> Dict[Any, Record]:
+    """The finished records of ``configs`` under the profile's runs folder (none is trained)."""
+    from .. import runs
+
+    found = {k: runs.load_record(c.identity(), runs_root(profile)) for k, c in configs.items()}
+    return {k: r for k, r in found.items() if r is not None and record_matches(r, configs[k])}
 
 
 # Issue 25's recipe pilot: ResNet-18 runs on all of Fashion-MNIST's training images, one seed,
@@ -109,11 +177,12 @@ def pilot_configs() -> Dict[str, TrainConfig]:
 
 
 def pilot_chosen(records: Mapping[str, Record]) -> List[str]:
-    """The labels of the pilot runs whose config is the quick recipe's (the recipe it chose)."""
+    """The labels of the pilot runs whose config is the quick recipe's at the pilot's length (the
+    recipe it chose; the main comparison then trains it longer, see RECIPES["quick"])."""
     from ..config import make_config
 
     return [label for label, r in records.items()
-            if r["key"] == make_config("quick", conv=r["config"]["conv"]).key()]
+            if r["key"] == make_config("quick", conv=r["config"]["conv"], epochs=PILOT_BASE["epochs"]).key()]
 
 
 def pilot_records() -> Dict[str, Record]:
@@ -233,7 +302,8 @@ def check_rows(records: Mapping[Run, Record], checks: Mapping[Tuple[int, str], R
         mains = groups[(depth, conv)]
         mean, std = mean_std(_final(mains, "test_top1"))
         rows.append({"depth": depth, "conv": conv_label(conv), "main epochs": len(mains[0]["history"]),
-                     "main top-1 (%)": pm(mean, std), "check epochs": len(check["history"]),
+                     "seeds": len(mains), "main top-1 (%)": pm(mean, std),
+                     GAIN: convergence_columns(mains)[GAIN], "check epochs": len(check["history"]),
                      "check top-1 (%)": round(check["final"]["test_top1"], 2),
                      CHECK: round(check_delta(mains, check), 2),
                      "tolerance (pp)": round(max(std or 0.0, RISING_PP), 2),
@@ -333,7 +403,8 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
         stalled = [r["conv"] for r in group if r["first-epoch train loss"] > chance]
         if stalled:
             text += (f" Mean training loss of the first epoch above ln {group[0]['classes']} = {chance:.2f} "
-                     f"(worse than a uniform guess; the network barely trains at this recipe): "
+                     "(a uniform guess scores that: no better than one over their first epoch; the "
+                     "learning curves show how they recover): "
                      f"{', '.join(stalled)}.")
         lines.append(text + _then(provisional(group, "conv")))
     return "\n".join(lines)
@@ -376,6 +447,7 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
     each run's last-quarter gain (the verdict: the larger gain's)."""
     depth = next(iter(official.values()))["config"]["depth"]
     std = {r["conv"]: r["top-1 std (pp)"] for r in rows if r["depth"] == depth}
+    finished = {r["conv"]: r.get(CONVERGENCE) == CHECK_OK for r in rows if r["depth"] == depth}
     out = []
     for conv, r in official.items():
         if conv not in torch_init:
@@ -385,15 +457,16 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
                     "top-1 official init (%)": a, "top-1 torch init (%)": b,
                     "torch − official (pp)": round(b - a, 2),
                     "seed std, official (pp)": std.get(conv_label(conv)),
-                    **_init_convergence(r, torch_init[conv]),
+                    **_init_convergence(r, torch_init[conv], finished.get(conv_label(conv), False)),
                     "runs": f"{r['name']} {torch_init[conv]['name']}"})
     return out
 
 
-def _init_convergence(official: Record, torch_init: Record) -> Dict[str, Any]:
+def _init_convergence(official: Record, torch_init: Record, scale_ok: bool) -> Dict[str, Any]:
     """The last-quarter gain of both runs of :func:`init_rows` and the verdict of the one that gains
-    more (either still rising leaves the comparison provisional)."""
-    a, b = convergence_columns([official]), convergence_columns([torch_init])
+    more (either still rising leaves the comparison provisional); ``scale_ok``: the comparison's check
+    run showed this conv finished at the runs' scale, which then stands for both runs."""
+    a, b = (convergence_columns([r], scale_ok=scale_ok) for r in (official, torch_init))
     worse = max((a, b), key=lambda c: float("inf") if c[GAIN] is None else c[GAIN])
     return {"last-quarter gain, official (pp)": a[GAIN], "last-quarter gain, torch (pp)": b[GAIN],
             CONVERGENCE: worse[CONVERGENCE]}

@@ -111,10 +111,12 @@ def by_set(records: Mapping[Tuple[int, str], Record]) -> Dict[str, List[Record]]
 
 def ablation_rows(configs: Mapping[str, TrainConfig],
                   records: Mapping[str, Sequence[Record]],
-                  latencies: Mapping[str, Mapping[str, float]]) -> List[Dict[str, Any]]:
+                  latencies: Mapping[str, Mapping[str, float]], scale_ok: bool = False
+                  ) -> List[Dict[str, Any]]:
     """One row per set: accuracy (mean and std over its seeds' records, ``records[name]``, as
     :func:`by_set` groups them), params, MACs, latency, IES/RCS on both cost bases from the mean
-    top-1, and the convergence columns (:func:`fmd.chapters.common.convergence_columns`)."""
+    top-1, and the convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``scale_ok``:
+    chapter 03 showed the sweeps' scale finished)."""
     rows = []
     for name, config in configs.items():
         runs = records[name]
@@ -135,7 +137,8 @@ def ablation_rows(configs: Mapping[str, TrainConfig],
                 r["speed"]["eval_ms_per_image"],
             "IES MMACs": by_macs["ies"], "RCS per MMAC": by_macs["rcs"],
             "IES ms": by_time["ies"], "RCS per ms": by_time["rcs"],
-            "train s": statistics.fmean(x["wall_time_s"] for x in runs), **convergence_columns(runs),
+            "train s": statistics.fmean(x["wall_time_s"] for x in runs),
+            **convergence_columns(runs, scale_ok=scale_ok),
             "run": " ".join(x["name"] for x in runs),
         })
     return rows

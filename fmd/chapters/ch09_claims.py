@@ -21,7 +21,7 @@ from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
 from ..labels import conv_label
 from ..timing import inference_step, interleaved_times, train_step
-from .common import GAIN, beyond_spread, pm, provisional
+from .common import GAIN, beyond_spread, convergence_columns, pm, provisional
 
 DEPTHS = (18, 50)
 COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdconv", "odconv")}
@@ -282,9 +282,10 @@ def _gains(*rows: Mapping[str, Any]) -> str:
 
 
 def temperature_verdict(paper_records: Mapping[float, Mapping[str, Any]],
-                        official_record: Mapping[str, Any], seed_range: Optional[float]
-                        ) -> Dict[str, str]:
-    """The temperature-degraded kernel attention against a constant T_k (chapter 04)."""
+                        official_record: Mapping[str, Any], seed_range: Optional[float],
+                        scale_ok: bool = False) -> Dict[str, str]:
+    """The temperature-degraded kernel attention against a constant T_k (chapter 04); the verdict
+    names either run not shown finished (``scale_ok``: chapter 03 showed the sweeps' scale finished)."""
     start = float(official_record["config"]["kernel_temperature"])
     degraded = paper_records.get(start)
     if degraded is None:
@@ -294,6 +295,10 @@ def temperature_verdict(paper_records: Mapping[float, Mapping[str, Any]],
     tolerance = seed_range if seed_range is not None else 0.0
     verdict = ("holds at this scale" if gain > tolerance else
                "not at this scale: the degraded T_k is no better than a constant one beyond the seed range")
+    pair = (("paper", degraded), ("official", official_record))
+    finished = provisional([{"network": f"{name} T_k = {start:g}",
+                             **convergence_columns([r], scale_ok=scale_ok)} for name, r in pair], "network")
+    verdict += f". {finished}" if finished else ""
     return {"claim": "the kernel attention's temperature starts high and falls during training (the paper's "
                      "'temperature-degraded' kernel attention), which the official code replaces by a "
                      "constant T_k = 34",

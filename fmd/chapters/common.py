@@ -117,6 +117,12 @@ CHECK = "check run Δ (pp)"
 CONVERGENCE = "convergence"
 STILL_RISING, FALLING, CHECK_OFF = "still rising", "falling", "check run off"
 TOO_SHORT, FLAT, CHECK_OK = "too short to tell", "flat last quarter (no check run)", "finished (check run)"
+# A run without its own check run whose scale (images, epochs, ResNet-18) chapter 03 checked: the
+# static and FMDConv runs of that scale each end within tolerance of a check run at 1.5x the epochs.
+# Under a cosine rate the last quarter gains from the falling rate even when a run is done.
+SCALE_OK = "finished at its scale (chapter 03's check runs)"
+WORST_FALL, FALL_EPOCH = "worst fall (pp)", "fall epoch"
+COLLAPSE_PP = 10.0  # a fall of test top-1 below the best earlier epoch larger than this is a collapse
 NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT)  # the verdicts a reading names
 
 
@@ -140,6 +146,17 @@ def still_rising(gain: float, threshold: float = RISING_PP) -> bool:
     return gain > threshold
 
 
+def worst_fall(history: Sequence[Mapping[str, Any]]) -> Tuple[float, Optional[int]]:
+    """The largest drop of test top-1 below the best of the earlier epochs (pp), and the epoch
+    (1-based) where it happened (0.0 and None for a run that never fell)."""
+    best, fall, at = history[0]["test_top1"], 0.0, None
+    for epoch, row in enumerate(history[1:], 2):
+        if best - row["test_top1"] > fall:
+            fall, at = best - row["test_top1"], epoch
+        best = max(best, row["test_top1"])
+    return fall, at
+
+
 def check_delta(mains: Sequence[Mapping[str, Any]], check: Mapping[str, Any]) -> float:
     """A check run's final top-1 minus the mean of the main runs' (pp)."""
     return top1(check) - mean_std([top1(r) for r in mains])[0]
@@ -156,21 +173,25 @@ def shown_finished(mains: Sequence[Mapping[str, Any]], check: Optional[Mapping[s
 
 
 def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mapping[str, Any]] = None,
-                        with_check: bool = False) -> Dict[str, Any]:
+                        with_check: bool = False, scale_ok: bool = False) -> Dict[str, Any]:
     """A table row's convergence columns over a config's seeds: the mean last-quarter gain, the check
-    run's Δ (with ``with_check``, None where there is none) and the verdict (:data:`CONVERGENCE`): the
-    check run decides where there is one, else the gain: beyond ±0.3 pp the run is still rising or
-    falling (a collapse is no finish either), and a 1- or 2-epoch run is too short to tell."""
+    run's Δ (with ``with_check``, None where there is none), the worst seed's fall below its best
+    earlier epoch (:func:`worst_fall`) and the verdict (:data:`CONVERGENCE`): the check run decides
+    where there is one; else, at a scale chapter 03 showed finished (``scale_ok``), :data:`SCALE_OK`
+    unless the run falls; else the gain: beyond ±0.3 pp the run is still rising or falling (a
+    collapse is no finish either), and a 1- or 2-epoch run is too short to tell."""
     gains = [last_quarter_gain(r["history"]) for r in runs]
     gain = None if None in gains or not gains else statistics.fmean(gains)
     out: Dict[str, Any] = {GAIN: None if gain is None else round(gain, 2)}
     if with_check or check is not None:
         out[CHECK] = None if check is None else round(check_delta(runs, check), 2)
+    fall, epoch = max((worst_fall(r["history"]) for r in runs), key=lambda f: f[0], default=(0.0, None))
+    out[WORST_FALL], out[FALL_EPOCH] = round(fall, 2), epoch
     if check is not None:
         out[CONVERGENCE] = CHECK_OK if shown_finished(runs, check) else CHECK_OFF
     else:
-        out[CONVERGENCE] = (TOO_SHORT if gain is None else STILL_RISING if still_rising(gain)
-                            else FALLING if gain < -RISING_PP else FLAT)
+        out[CONVERGENCE] = (TOO_SHORT if gain is None else FALLING if gain < -RISING_PP else
+                            SCALE_OK if scale_ok else STILL_RISING if still_rising(gain) else FLAT)
     return out
 
 
@@ -200,11 +221,21 @@ def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     return f"Not shown finished — {joined}; their ranking is provisional."
 
 
+def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
+    """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
+    they fell on the way and recovered, which the final number does not show ('' where none did)."""
+    fell = [r for r in rows if (r.get(WORST_FALL) or 0.0) > COLLAPSE_PP]
+    if not fell:
+        return ""
+    named = ", ".join(f"{r[name]} by {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}" for r in fell)
+    return (f"Collapsed on the way (test top-1 more than {COLLAPSE_PP:g} pp below its best earlier "
+            f"epoch) and recovered, which the final number does not show: {named}.")
+
+
 def provisional_bullet(rows: Sequence[Mapping[str, Any]], name: str) -> List[str]:
-    """:func:`provisional` as a list of one Markdown bullet, or no line where it is empty."""
-    sentence = provisional(rows, name)
-    return [f"* {sentence}"] if sentence else []
+    """:func:`provisional` and :func:`collapsed` as Markdown bullets (none where both are empty)."""
+    return [f"* {s}" for s in (provisional(rows, name), collapsed(rows, name)) if s]
 
 
 # The convergence columns, for a notebook's list of printed columns (CHECK: chapter 03 with check runs)
-CONVERGENCE_COLUMNS = [GAIN, CHECK, CONVERGENCE]
+CONVERGENCE_COLUMNS = [GAIN, CHECK, WORST_FALL, FALL_EPOCH, CONVERGENCE]
