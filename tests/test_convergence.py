@@ -252,3 +252,13 @@ def test_the_sweeps_scale_is_its_static_and_fmdconv_runs_at_every_seed_with_chec
     from fmd.profiles import ablation_config
     assert configs[(18, 0, "fmdconv")].key() == ablation_config("smoke", conv="fmdconv").key()
     assert {c.epochs for c in ch03.check_configs(configs).values()} == {2}  # 1.5 × 1 epoch, rounded up
+
+
+def test_chapter_08_anneal_rows_count_the_anneal_in_steps_and_give_each_runs_worst_fall():
+    short = record([80.0, 85.0, 30.0, 86.0], batch_size=2, anneal_epochs=3.0)
+    long = record([80.0, 85.0, 84.0, 88.0], batch_size=2, anneal_epochs=15.0)
+    rows = ch08.anneal_rows({"short": short, "long": long})
+    assert [(r["anneal steps"], r[common.WORST_FALL], r[common.FALL_EPOCH]) for r in rows] == \
+        [(12, 55.0, 3), (60, 1.0, 3)]  # 8 images per epoch at batch 2: 4 steps an epoch
+    assert ch08.anneal_reading(rows).startswith(
+        "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00 pp")

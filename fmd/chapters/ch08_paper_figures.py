@@ -15,7 +15,7 @@ from .. import reference, runs
 from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
-from .common import convergence_columns, provisional_bullet, run_all
+from .common import FALL_EPOCH, WORST_FALL, convergence_columns, provisional_bullet, run_all
 
 Record = Dict[str, Any]
 
@@ -31,7 +31,8 @@ def backbone_configs(profile: str, depths: Sequence[int] = BACKBONE_DEPTHS,
                      convs: Sequence[str] = ("static", "fmdconv"), seed: int = 0
                      ) -> Dict[Tuple[int, str], TrainConfig]:
     """The backbone table's runs: each depth with each conv (FMDConv official, K = 4) at the
-    profile's ablation scale (under ``quick`` ResNet-18's and -50's are chapter 03's runs)."""
+    profile's ablation scale (under ``quick`` ResNet-18's are chapter 05's, the static ResNet-50
+    chapter 03's)."""
     return {(d, c): ablation_config(profile, conv=c, depth=d, kernel_num=4, preset="official",
                                     seed=seed)
             for d in depths for c in convs}
@@ -176,6 +177,33 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_ok: bool = Fa
         row["run"] = r["name"]
         rows.append(row)
     return rows
+
+
+def anneal_rows(records: Mapping[str, Record]) -> List[Dict[str, Any]]:
+    """One row per run of the same network annealed over different lengths (``records``: label →
+    record): the anneal in epochs and in steps (the temperatures move once per step), the final
+    top-1, the worst fall below a best earlier epoch and its epoch
+    (:func:`fmd.chapters.common.worst_fall`)."""
+    rows = []
+    for label, r in records.items():
+        c = r["config"]
+        steps_per_epoch = r["history"][0]["train_images"] // c["batch_size"]
+        rows.append({"run": label, "anneal epochs": c["anneal_epochs"],
+                     "anneal steps": round(c["anneal_epochs"] * steps_per_epoch),
+                     "top-1 (%)": round(r["final"]["test_top1"], 2),
+                     **{k: v for k, v in convergence_columns([r]).items()
+                        if k in (WORST_FALL, FALL_EPOCH)},
+                     "record": r["name"]})
+    return rows
+
+
+def anneal_reading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What :func:`anneal_rows` says, in Markdown: each anneal's steps, worst fall and final top-1."""
+    parts = [f"over {r['anneal epochs']:g} epochs ({r['anneal steps']:,} steps) it fell "
+             f"{r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]} and ended at {r['top-1 (%)']:.2f}%"
+             for r in rows]
+    return (f"**Reading** (one seed each; from the table above): annealed {'; '.join(parts)}. One "
+            "pair of runs says how far test accuracy fell on the way under each anneal, not why.")
 
 
 def backbone_reading(rows: Sequence[Mapping[str, Any]]) -> str:
