@@ -261,4 +261,4 @@ def test_chapter_08_anneal_rows_count_the_anneal_in_steps_and_give_each_runs_wor
     assert [(r["anneal steps"], r[common.WORST_FALL], r[common.FALL_EPOCH]) for r in rows] == \
         [(12, 55.0, 3), (60, 1.0, 3)]  # 8 images per epoch at batch 2: 4 steps an epoch
     assert ch08.anneal_reading(rows).startswith(
-        "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00 pp")
+        "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00")
