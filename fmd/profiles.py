@@ -25,7 +25,7 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 
 # The sweeps' scale under the quick profile (chapters 4, 5 and 8, and chapter 3's ResNet-50s):
 # 12,000 training images for 35 epochs of the quick recipe, about a third of a full-set run's cost.
-# Chosen by chapter 03's scale check (ch03.SCALE_CHECK), which reads the committed records.
+# Checked by chapter 03 (ch03.scale_configs, scale_rows) against check runs at 1.5x the epochs.
 QUICK_SWEEPS: Dict[str, Any] = dict(train_subset=12000, epochs=35)
 
 
@@ -56,8 +56,8 @@ PROFILES = {
                      backend_convs=("fmdconv",), gradcam_images=4),
     # quick: chapter 3's comparison on the quick recipe (all 60,000 training images, 23 epochs);
     # the sweeps (chapters 4, 5 and 8) on 12,000 images for 35 epochs (QUICK_SWEEPS), and chapter
-    # 3's ResNet-50s there too, one seed (each costs three ResNet-18s here), annealed over 15
-    # epochs (as many steps as the full-set runs' 3).
+    # 3's ResNet-50s there too, one seed (each costs about three ResNet-18s at that scale),
+    # annealed over 15 epochs (as many steps as the full-set runs' 3).
     "quick": Profile(name="quick", recipe="quick", datasets=("fashion_mnist",),
                      ablation=dict(QUICK_SWEEPS), main_by_depth={50: dict(QUICK_SWEEPS, anneal_epochs=15.0)},
                      seeds=(0, 1, 2), seeds_by_depth={50: (0,)},

@@ -207,27 +207,42 @@ def test_worst_fall_is_the_largest_drop_below_the_best_earlier_epoch_and_the_rea
     records = {(18, "static"): record([80.0, 85.0, 84.0], "static"),
                (18, "fmdconv"): record([80.0, 15.0, 85.1, 85.2])}
     text = ch08.backbone_reading(ch08.backbone_rows(records))
-    assert "which the final number does not show: ResNet-18 FMDConv by 65.00 pp at epoch 2." in text
+    assert "its final number does not show it): ResNet-18 FMDConv by 65.00 pp at epoch 2." in text
     assert "ResNet-18 Static by" not in text  # a fall of 1 pp is no collapse
 
 
-def test_a_run_at_a_scale_chapter_03_showed_finished_reads_finished_at_its_scale_unless_it_falls():
-    verdict = lambda curve, ok: common.convergence_columns([record(curve)], scale_ok=ok)[CONVERGENCE]  # noqa: E731
-    assert verdict([70.0, 80.0, 85.0, 88.0], False) == common.STILL_RISING
-    assert verdict([70.0, 80.0, 85.0, 88.0], True) == common.SCALE_OK
-    assert verdict([70.0, 80.0, 85.0, 85.2], True) == common.SCALE_OK
-    assert verdict([70.0, 80.0, 85.0, 60.0], True) == common.FALLING
+def test_a_run_at_a_scale_chapter_03_showed_finished_reads_finished_if_it_gains_no_more_than_its_runs():
+    verdict = lambda curve, bound: common.convergence_columns(  # noqa: E731
+        [record(curve)], scale_gain=bound)[CONVERGENCE]
+    assert verdict([70.0, 80.0, 85.0, 88.0], None) == common.STILL_RISING
+    assert verdict([70.0, 80.0, 85.0, 88.0], 3.0) == common.SCALE_OK
+    assert verdict([70.0, 80.0, 85.0, 88.0], 2.9) == common.STILL_RISING  # gains more than the checked runs
+    assert verdict([70.0, 80.0, 85.0, 85.2], 0.5) == common.SCALE_OK
+    assert verdict([70.0, 80.0, 85.0, 60.0], 3.0) == common.FALLING
     # a check run of its own decides over the scale
-    assert common.convergence_columns([record([70.0, 88.0])], record([90.0]), scale_ok=True)[CONVERGENCE] \
+    assert common.convergence_columns([record([70.0, 88.0])], record([90.0]), scale_gain=9.0)[CONVERGENCE] \
         == common.CHECK_OFF
     # chapter 08 lends the scale's verdict to ResNet-18 only, the depth chapter 03 checked
     rows = ch08.backbone_rows({(18, "fmdconv"): record([70.0, 80.0, 85.0, 88.0]),
-                               (50, "fmdconv"): record([70.0, 80.0, 85.0, 88.0], depth=50)}, scale_ok=True)
+                               (50, "fmdconv"): record([70.0, 80.0, 85.0, 88.0], depth=50)}, scale_gain=3.0)
     assert [r[CONVERGENCE] for r in rows] == [common.SCALE_OK, common.STILL_RISING]
     rising = [70.0, 80.0, 85.0, 88.0]
     paper, official = {34.0: record(rising)}, record(rising)
-    verdict = lambda ok: ch09.temperature_verdict(paper, official, 0.5, scale_ok=ok)["verdict"]  # noqa: E731
-    assert "Not shown finished" in verdict(False) and "Not shown finished" not in verdict(True)
+    verdict = lambda bound: ch09.temperature_verdict(paper, official, 0.5, scale_gain=bound)["verdict"]  # noqa: E731
+    assert "Not shown finished" in verdict(None) and "Not shown finished" not in verdict(3.0)
+    assert ".. " not in verdict(None)
+
+
+def test_chapter_03_scale_gain_is_the_largest_gain_of_the_scale_runs_once_all_are_shown_finished(monkeypatch):
+    mains = {(18, s, c): record([80.0, 88.0, 89.0, 89.0 + 0.1 * s], c, seed=s)
+             for s in (0, 1) for c in ch03.SCALE_CONVS}
+    checks = {(18, c): record([80.0, 88.0, 89.0, 89.0, 89.05], c) for c in ch03.SCALE_CONVS}
+    stored = {True: checks}
+    monkeypatch.setattr(ch03, "stored_records",
+                        lambda configs, profile: stored[True] if set(configs) == set(checks) else mains)
+    assert ch03.scale_gain("smoke") == pytest.approx(0.1)
+    stored[True] = {**checks, (18, "fmdconv"): record([80.0, 92.0])}  # its check run ends far off
+    assert ch03.scale_gain("smoke") is None
 
 
 def test_chapter_03_scale_reading_says_which_length_every_network_finished_at():
@@ -237,13 +252,14 @@ def test_chapter_03_scale_reading_says_which_length_every_network_finished_at():
 
     rows = [row(15, "Static", 0.05, 0.3), row(15, "FMDConv", 0.39, 0.36),
             row(35, "Static", -0.46, 0.51), row(35, "FMDConv", 0.16, 0.3)]
-    text = ch03.scale_reading(rows, 12000)
+    text = ch03.scale_reading(rows, 12000, 35)
     assert "12,000 training images" in text
     assert "* **15 epochs**: Static finished (check Δ +0.05 pp against ±0.30); FMDConv not shown" in text
     assert text.endswith("The sweeps train 35 epochs: the shortest length tried at which every network is "
                          "shown finished.")
-    assert ch03.scale_reading(rows[:2], None).endswith("not every network is shown finished there.")
-    assert ch03.scale_reading([], None) == "No run of the sweeps' scale is stored."
+    assert ch03.scale_reading(rows[:2], None, 15).endswith("not every network is shown finished there.")
+    assert ch03.scale_reading(rows[2:3], None, 35).endswith("not every network is shown finished there.")
+    assert ch03.scale_reading([], None, 35) == "No run of the sweeps' scale is stored."
 
 
 def test_the_sweeps_scale_is_its_static_and_fmdconv_runs_at_every_seed_with_check_runs():

@@ -14,10 +14,11 @@ import numpy as np
 from ..conv import CONV_NAMES, CONVS
 from ..labels import conv_label
 from ..models import STEM_DOWNSAMPLING
-from ..profiles import ablation_config, depth_seeds, get_profile, main_config, runs_root
+from ..profiles import ablation_config, depth_seeds, get_profile, main_config
 from ..train import TrainConfig
-from .common import (CHECK, CHECK_OK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta,
-                     convergence_columns, mean_std, pm, provisional, shown_finished, span)
+from .common import (CHECK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta, collapsed,
+                     convergence_columns, last_quarter_gain, mean_std, pm, provisional, shown_finished,
+                     span, stored_records)
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -85,22 +86,27 @@ def scale_rows(profile: str, records: Mapping[Run, Record],
     rows = []
     for epochs in SCALE_TRIED.get(profile, ()):
         configs = scale_configs(profile, epochs)
-        mains, found = _stored(profile, configs), _stored(profile, check_configs(configs))
+        mains, found = stored_records(configs, profile), stored_records(check_configs(configs), profile)
         rows += check_rows(mains, {k: r for k, r in found.items() if (k[0], k[1]) in seed_groups(mains)})
     return rows + check_rows(records, checks)
 
 
-def scale_shown_finished(profile: str) -> bool:
-    """Whether every network of the sweeps' scale (:func:`scale_configs`) is stored and shown finished
-    by its stored check run (chapters 04, 05 and 08 read their ResNet-18 runs' verdict from this)."""
+def scale_gain(profile: str) -> Optional[float]:
+    """Where every network of the sweeps' scale (:func:`scale_configs`) is stored and shown finished
+    by its stored check run: the largest last-quarter gain of those runs (pp), which chapters 04, 05
+    and 08 take as the most a ResNet-18 run at that scale may gain and read as finished
+    (:data:`fmd.chapters.common.SCALE_OK`); None otherwise."""
     configs = scale_configs(profile)
-    mains, checks = _stored(profile, configs), _stored(profile, check_configs(configs))
+    mains, checks = stored_records(configs, profile), stored_records(check_configs(configs), profile)
     rows = check_rows(mains, checks) if len(mains) == len(configs) else []
-    return len(rows) == len(SCALE_CONVS) and all(r["finished"] for r in rows)
+    if len(rows) < len(SCALE_CONVS) or not all(r["finished"] for r in rows):
+        return None
+    return max(last_quarter_gain(r["history"]) for r in mains.values())
 
 
-def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int]) -> str:
-    """Per length of :func:`scale_rows`, which networks its check run shows finished, in Markdown."""
+def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int], epochs: int) -> str:
+    """Per length of :func:`scale_rows`, which networks its check run shows finished, and whether the
+    sweeps' length (``epochs``) is the shortest at which all of :data:`SCALE_CONVS` are, in Markdown."""
     lengths = dict.fromkeys(r["main epochs"] for r in rows)
     count = f"{images:,}" if images else "all"
     lines = [f"**Reading** (every number from the table above; {count} training images):", ""]
@@ -109,25 +115,17 @@ def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int]) -> s
         parts = [f"{r['conv']} {'finished' if r['finished'] else 'not shown finished'} "
                  f"(check Δ {r[CHECK]:+.2f} pp against ±{r['tolerance (pp)']:.2f})" for r in group]
         lines.append(f"* **{epochs} epochs**: " + "; ".join(parts) + ".")
-    done = [e for e in lengths if all(r["finished"] for r in rows if r["main epochs"] == e)]
     if not rows:
         return "No run of the sweeps' scale is stored."
-    last = list(lengths)[-1]
-    if last not in done:
+    done = [e for e in lengths
+            if sum(r["finished"] for r in rows if r["main epochs"] == e) == len(SCALE_CONVS)]
+    if epochs not in done:
         verdict = "not every network is shown finished there."
-    elif done[0] == last:
+    elif done[0] == epochs:
         verdict = "the shortest length tried at which every network is shown finished."
     else:
         verdict = f"every network is shown finished there, and already at {done[0]} epochs."
-    return "\n".join(lines + ["", f"The sweeps train {last} epochs: {verdict}"])
-
-
-def _stored(profile: str, configs: Mapping[Any, TrainConfig]) -> Dict[Any, Record]:
-    """The finished records of ``configs`` under the profile's runs folder (none is trained)."""
-    from .. import runs
-
-    found = {k: runs.load_record(c.identity(), runs_root(profile)) for k, c in configs.items()}
-    return {k: r for k, r in found.items() if r is not None and record_matches(r, configs[k])}
+    return "\n".join(lines + ["", f"The sweeps train {epochs} epochs: {verdict}"])
 
 
 # Issue 25's recipe pilot: ResNet-18 runs on all of Fashion-MNIST's training images, one seed,
@@ -406,7 +404,7 @@ def comparison_reading(rows: Sequence[Mapping[str, Any]]) -> str:
                      "(a uniform guess scores that: no better than one over their first epoch; the "
                      "learning curves show how they recover): "
                      f"{', '.join(stalled)}.")
-        lines.append(text + _then(provisional(group, "conv")))
+        lines.append(text + _then(provisional(group, "conv")) + _then(collapsed(group, "conv")))
     return "\n".join(lines)
 
 
@@ -447,7 +445,6 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
     each run's last-quarter gain (the verdict: the larger gain's)."""
     depth = next(iter(official.values()))["config"]["depth"]
     std = {r["conv"]: r["top-1 std (pp)"] for r in rows if r["depth"] == depth}
-    finished = {r["conv"]: r.get(CONVERGENCE) == CHECK_OK for r in rows if r["depth"] == depth}
     out = []
     for conv, r in official.items():
         if conv not in torch_init:
@@ -457,16 +454,15 @@ def init_rows(official: Mapping[str, Record], torch_init: Mapping[str, Record],
                     "top-1 official init (%)": a, "top-1 torch init (%)": b,
                     "torch − official (pp)": round(b - a, 2),
                     "seed std, official (pp)": std.get(conv_label(conv)),
-                    **_init_convergence(r, torch_init[conv], finished.get(conv_label(conv), False)),
+                    **_init_convergence(r, torch_init[conv]),
                     "runs": f"{r['name']} {torch_init[conv]['name']}"})
     return out
 
 
-def _init_convergence(official: Record, torch_init: Record, scale_ok: bool) -> Dict[str, Any]:
+def _init_convergence(official: Record, torch_init: Record) -> Dict[str, Any]:
     """The last-quarter gain of both runs of :func:`init_rows` and the verdict of the one that gains
-    more (either still rising leaves the comparison provisional); ``scale_ok``: the comparison's check
-    run showed this conv finished at the runs' scale, which then stands for both runs."""
-    a, b = (convergence_columns([r], scale_ok=scale_ok) for r in (official, torch_init))
+    more (either still rising leaves the comparison provisional)."""
+    a, b = convergence_columns([official]), convergence_columns([torch_init])
     worse = max((a, b), key=lambda c: float("inf") if c[GAIN] is None else c[GAIN])
     return {"last-quarter gain, official (pp)": a[GAIN], "last-quarter gain, torch (pp)": b[GAIN],
             CONVERGENCE: worse[CONVERGENCE]}

@@ -142,11 +142,11 @@ def kernel_schedule_rows(configs: Mapping[float, TrainConfig], steps: int = 2000
 # Tables
 
 
-def sweep_rows(sweeps: Mapping[str, Mapping[Hashable, Mapping[str, Any]]], scale_ok: bool = False
+def sweep_rows(sweeps: Mapping[str, Mapping[Hashable, Mapping[str, Any]]], scale_gain: Optional[float] = None
                ) -> List[Dict[str, Any]]:
     """One row per run of each named sweep: its knobs, accuracy, final T_k, size, wall time and
-    its convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``scale_ok``: chapter
-    03 showed the sweeps' scale finished)."""
+    its convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``scale_gain``: the
+    largest gain of the runs that showed the sweeps' scale finished, :func:`ch03.scale_gain`)."""
     rows = []
     for sweep, records in sweeps.items():
         for r in records.values():
@@ -159,7 +159,7 @@ def sweep_rows(sweeps: Mapping[str, Mapping[Hashable, Mapping[str, Any]]], scale
                          "final T_k": r["history"][-1]["temperatures"].get("kernel"),
                          "params": r["params"], "MACs": r["macs"],
                          "wall time (s)": round(r["wall_time_s"]),
-                         **convergence_columns([r], scale_ok=scale_ok),
+                         **convergence_columns([r], scale_gain=scale_gain),
                          "run": r["name"]})
     return rows
 
@@ -235,11 +235,12 @@ def entropy_rows(records: Mapping[Hashable, Record], group: str) -> List[Dict[st
 
 def figure5_reading(temperature_records: Mapping[float, Record], kernel_records: Mapping[int, Record],
                     reference_record: Record, static_record: Optional[Record],
-                    seed_range: Optional[float], scale_ok: bool = False) -> str:
+                    seed_range: Optional[float], scale_gain: Optional[float] = None) -> str:
     """What Figure 5 shows, in Markdown: the sweeps' ranges, whether the coolest starts are the
     lowest, the constant against the degraded T_k, the best and worst K, and which gaps exceed the
     range between seeds of the reference run (``seed_range``, in pp; None without seeds); which runs
-    are not shown finished (``scale_ok``: chapter 03 showed the sweeps' scale finished)."""
+    are not shown finished (``scale_gain``: the largest gain of the runs chapter 03's check runs
+    showed finished at this scale)."""
     run = f"{reference_record['config']['dataset']}, {reference_record['config']['epochs']} epochs"
     lines = [f"**Reading Figure 5** ({run}, one seed per point; every number below is read from "
              "the run records):", ""]
@@ -277,7 +278,7 @@ def figure5_reading(temperature_records: Mapping[float, Record], kernel_records:
                      f"$K$ = {worst[0]} the worst.")
     top5 = [r["final"]["test_top5"] for r in (*temperature_records.values(), *kernel_records.values())]
     lines.append(f"* **Top-5** spans {span(top5)} over the same runs.")
-    lines += provisional_bullet([{"run": f"{what} = {v:g}", **convergence_columns([r], scale_ok=scale_ok)}
+    lines += provisional_bullet([{"run": f"{what} = {v:g}", **convergence_columns([r], scale_gain=scale_gain)}
                                  for what, sweep in (("$T_k$", by_t), ("$K$", by_k)) for v, r in sweep
                                  if "history" in r], "run")
     if seed_range is not None:

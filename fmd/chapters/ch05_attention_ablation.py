@@ -111,12 +111,12 @@ def by_set(records: Mapping[Tuple[int, str], Record]) -> Dict[str, List[Record]]
 
 def ablation_rows(configs: Mapping[str, TrainConfig],
                   records: Mapping[str, Sequence[Record]],
-                  latencies: Mapping[str, Mapping[str, float]], scale_ok: bool = False
+                  latencies: Mapping[str, Mapping[str, float]], scale_gain: Optional[float] = None
                   ) -> List[Dict[str, Any]]:
     """One row per set: accuracy (mean and std over its seeds' records, ``records[name]``, as
     :func:`by_set` groups them), params, MACs, latency, IES/RCS on both cost bases from the mean
-    top-1, and the convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``scale_ok``:
-    chapter 03 showed the sweeps' scale finished)."""
+    top-1, and the convergence columns (:func:`fmd.chapters.common.convergence_columns`; ``scale_gain``:
+    the largest gain of the runs chapter 03's check runs showed finished at this scale)."""
     rows = []
     for name, config in configs.items():
         runs = records[name]
@@ -138,7 +138,7 @@ def ablation_rows(configs: Mapping[str, TrainConfig],
             "IES MMACs": by_macs["ies"], "RCS per MMAC": by_macs["rcs"],
             "IES ms": by_time["ies"], "RCS per ms": by_time["rcs"],
             "train s": statistics.fmean(x["wall_time_s"] for x in runs),
-            **convergence_columns(runs, scale_ok=scale_ok),
+            **convergence_columns(runs, scale_gain=scale_gain),
             "run": " ".join(x["name"] for x in runs),
         })
     return rows

@@ -15,7 +15,8 @@ from .. import reference, runs
 from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
-from .common import FALL_EPOCH, WORST_FALL, convergence_columns, provisional_bullet, run_all
+from .common import (FALL_EPOCH, WORST_FALL, convergence_columns, provisional_bullet, run_all,
+                     stored_records, worst_fall)
 
 Record = Dict[str, Any]
 
@@ -46,11 +47,10 @@ def run_backbones(configs: Mapping[Tuple[int, str], TrainConfig], profile: str
 
 def stored(configs: Mapping[Hashable, TrainConfig], profile: str
            ) -> Tuple[Dict[Hashable, Record], List[Hashable]]:
-    """The stored records of ``configs`` (never trains), and the names of those not run yet."""
-    root = runs_root(profile)
-    found = {name: runs.load_record(config.identity(), root) for name, config in configs.items()}
-    return ({n: r for n, r in found.items() if r is not None},
-            [n for n, r in found.items() if r is None])
+    """The finished records of ``configs`` (never trains; :func:`fmd.chapters.common.stored_records`),
+    and the names of those not run yet."""
+    found = stored_records(configs, profile)
+    return found, [n for n in configs if n not in found]
 
 
 def report(what: str, found: Mapping[Hashable, Any], missing: Sequence[Hashable],
@@ -148,13 +148,13 @@ def full_size_params(depth: int, conv: str, kernel_num: int = 4) -> int:
         return count_params(ResNet(depth, conv, 1000, "imagenet", 64, 3, init="torch", **options))
 
 
-def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_ok: bool = False
+def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_gain: Optional[float] = None
                   ) -> List[Dict[str, Any]]:
     """The backbone table: per depth and conv, parameters (full-size and as trained), top-1, top-5
     and training seconds per epoch (mean of the record's epochs), the convergence columns
     (:func:`fmd.chapters.common.convergence_columns`), with the official repository's published
-    FMDConv row beside ours (labelled published). ``scale_ok``: chapter 03 showed the sweeps' scale
-    finished, for ResNet-18 (the depth it checked)."""
+    FMDConv row beside ours (labelled published). ``scale_gain``: the largest gain of the runs chapter 03's
+    check runs showed finished at this scale, lent to ResNet-18 only (the depth it checked)."""
     rows = []
     for (depth, conv), r in records.items():
         kernel_num = r["config"]["kernel_num"]
@@ -166,7 +166,7 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_ok: bool = Fa
             "top-1 (%)": round(r["final"]["test_top1"], 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
             "train s/epoch": round(sum(epoch_s) / len(epoch_s), 1),
             "train images/epoch": r["history"][0]["train_images"],
-            **convergence_columns([r], scale_ok=scale_ok and depth == 18),
+            **convergence_columns([r], scale_gain=scale_gain if depth == 18 else None),
         }
         published = reference.FMDCONV_BACKBONES.get((f"resnet{depth}", "fmdconv_4x"))
         if conv == "fmdconv" and published is not None:
@@ -187,21 +187,22 @@ def anneal_rows(records: Mapping[str, Record]) -> List[Dict[str, Any]]:
     rows = []
     for label, r in records.items():
         c = r["config"]
-        steps_per_epoch = r["history"][0]["train_images"] // c["batch_size"]
+        fall, epoch = worst_fall(r["history"])
+        images = r["history"][0]["train_images"]  # the loader drops a short last batch if it has a full one
+        steps_per_epoch = images // c["batch_size"] if images >= c["batch_size"] else 1
         rows.append({"run": label, "anneal epochs": c["anneal_epochs"],
                      "anneal steps": round(c["anneal_epochs"] * steps_per_epoch),
                      "top-1 (%)": round(r["final"]["test_top1"], 2),
-                     **{k: v for k, v in convergence_columns([r]).items()
-                        if k in (WORST_FALL, FALL_EPOCH)},
+                     WORST_FALL: round(fall, 2), FALL_EPOCH: epoch,
                      "record": r["name"]})
     return rows
 
 
 def anneal_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     """What :func:`anneal_rows` says, in Markdown: each anneal's steps, worst fall and final top-1."""
-    parts = [f"over {r['anneal epochs']:g} epochs ({r['anneal steps']:,} steps) it fell "
-             f"{r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]} and ended at {r['top-1 (%)']:.2f}%"
-             for r in rows]
+    parts = [f"over {r['anneal epochs']:g} epochs ({r['anneal steps']:,} steps) it "
+             + (f"fell {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}" if r[FALL_EPOCH] else
+                "never fell below an earlier epoch") + f" and ended at {r['top-1 (%)']:.2f}%" for r in rows]
     return (f"**Reading** (one seed each; from the table above): annealed {'; '.join(parts)}. One "
             "pair of runs says how far test accuracy fell on the way under each anneal, not why.")
 

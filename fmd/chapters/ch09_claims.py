@@ -21,7 +21,7 @@ from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
 from ..labels import conv_label
 from ..timing import inference_step, interleaved_times, train_step
-from .common import GAIN, beyond_spread, convergence_columns, pm, provisional
+from .common import GAIN, beyond_spread, collapsed, convergence_columns, pm, provisional
 
 DEPTHS = (18, 50)
 COST_CONVS = {conv: CONVS[conv].kernel_options(4) for conv in ("static", "fmdconv", "odconv")}
@@ -266,13 +266,19 @@ def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
                if failed else "holds at this scale on " + ", ".join(f"ResNet-{d}" for d, _ in tested))
     if untested and tested:
         verdict += f" ({', '.join(untested)}: one seed, not judged)"
-    finished = provisional(compared, "network")
-    verdict += f". {finished}" if finished else ""
+    verdict += _convergence(compared, "network")
     return {"claim": "'... while maintaining competitive accuracy' (abstract)",
             "test": "chapter 03's runs, mean ± std over seeds, FMDConv against ODConv 4× on each backbone; "
                     "competitive means not below ODConv beyond the seed spread (the two mean ± std "
                     "intervals do not overlap)",
             "measured": " | ".join(lines), "verdict": verdict}
+
+
+def _convergence(rows: Sequence[Mapping[str, Any]], name: str) -> str:
+    """'. ' and the sentences naming the rows not shown finished and those that collapsed on the way
+    (:func:`fmd.chapters.common.provisional`, :func:`fmd.chapters.common.collapsed`), or ''."""
+    found = [s for s in (provisional(rows, name), collapsed(rows, name)) if s]
+    return "." + "".join(f" {s}" for s in found) if found else ""
 
 
 def _gains(*rows: Mapping[str, Any]) -> str:
@@ -283,9 +289,10 @@ def _gains(*rows: Mapping[str, Any]) -> str:
 
 def temperature_verdict(paper_records: Mapping[float, Mapping[str, Any]],
                         official_record: Mapping[str, Any], seed_range: Optional[float],
-                        scale_ok: bool = False) -> Dict[str, str]:
+                        scale_gain: Optional[float] = None) -> Dict[str, str]:
     """The temperature-degraded kernel attention against a constant T_k (chapter 04); the verdict
-    names either run not shown finished (``scale_ok``: chapter 03 showed the sweeps' scale finished)."""
+    names either run not shown finished (``scale_gain``: the largest gain of the runs chapter 03's
+    check runs showed finished at this scale)."""
     start = float(official_record["config"]["kernel_temperature"])
     degraded = paper_records.get(start)
     if degraded is None:
@@ -296,9 +303,9 @@ def temperature_verdict(paper_records: Mapping[float, Mapping[str, Any]],
     verdict = ("holds at this scale" if gain > tolerance else
                "not at this scale: the degraded T_k is no better than a constant one beyond the seed range")
     pair = (("paper", degraded), ("official", official_record))
-    finished = provisional([{"network": f"{name} T_k = {start:g}",
-                             **convergence_columns([r], scale_ok=scale_ok)} for name, r in pair], "network")
-    verdict += f". {finished}" if finished else ""
+    rows = [{"network": f"{name} T_k = {start:g}", **convergence_columns([r], scale_gain=scale_gain)}
+            for name, r in pair]
+    verdict += _convergence(rows, "network")
     return {"claim": "the kernel attention's temperature starts high and falls during training (the paper's "
                      "'temperature-degraded' kernel attention), which the official code replaces by a "
                      "constant T_k = 34",

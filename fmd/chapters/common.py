@@ -117,10 +117,11 @@ CHECK = "check run Δ (pp)"
 CONVERGENCE = "convergence"
 STILL_RISING, FALLING, CHECK_OFF = "still rising", "falling", "check run off"
 TOO_SHORT, FLAT, CHECK_OK = "too short to tell", "flat last quarter (no check run)", "finished (check run)"
-# A run without its own check run whose scale (images, epochs, ResNet-18) chapter 03 checked: the
-# static and FMDConv runs of that scale each end within tolerance of a check run at 1.5x the epochs.
-# Under a cosine rate the last quarter gains from the falling rate even when a run is done.
-SCALE_OK = "finished at its scale (chapter 03's check runs)"
+# A run without its own check run, at a scale (images, epochs, ResNet-18) whose static and FMDConv
+# runs chapter 03's check runs showed finished, and whose last quarter gains no more than the most
+# any of those runs gained: under a cosine rate the last quarter gains from the falling rate even
+# when a run is done, so a gain like theirs says no more than theirs did.
+SCALE_OK = "finished at its scale (gain within chapter 03's checked runs')"
 WORST_FALL, FALL_EPOCH = "worst fall (pp)", "fall epoch"
 COLLAPSE_PP = 10.0  # a fall of test top-1 below the best earlier epoch larger than this is a collapse
 NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT)  # the verdicts a reading names
@@ -173,13 +174,14 @@ def shown_finished(mains: Sequence[Mapping[str, Any]], check: Optional[Mapping[s
 
 
 def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mapping[str, Any]] = None,
-                        with_check: bool = False, scale_ok: bool = False) -> Dict[str, Any]:
+                        with_check: bool = False, scale_gain: Optional[float] = None) -> Dict[str, Any]:
     """A table row's convergence columns over a config's seeds: the mean last-quarter gain, the check
     run's Δ (with ``with_check``, None where there is none), the worst seed's fall below its best
     earlier epoch (:func:`worst_fall`) and the verdict (:data:`CONVERGENCE`): the check run decides
-    where there is one; else, at a scale chapter 03 showed finished (``scale_ok``), :data:`SCALE_OK`
-    unless the run falls; else the gain: beyond ±0.3 pp the run is still rising or falling (a
-    collapse is no finish either), and a 1- or 2-epoch run is too short to tell."""
+    where there is one; else, at a scale chapter 03 showed finished, :data:`SCALE_OK` for a gain no
+    larger than ``scale_gain`` (the largest of the checked runs'); else the gain: beyond ±0.3 pp the
+    run is still rising or falling (a collapse is no finish either), and a 1- or 2-epoch run is too
+    short to tell."""
     gains = [last_quarter_gain(r["history"]) for r in runs]
     gain = None if None in gains or not gains else statistics.fmean(gains)
     out: Dict[str, Any] = {GAIN: None if gain is None else round(gain, 2)}
@@ -191,7 +193,8 @@ def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mappi
         out[CONVERGENCE] = CHECK_OK if shown_finished(runs, check) else CHECK_OFF
     else:
         out[CONVERGENCE] = (TOO_SHORT if gain is None else FALLING if gain < -RISING_PP else
-                            SCALE_OK if scale_ok else STILL_RISING if still_rising(gain) else FLAT)
+                            SCALE_OK if scale_gain is not None and gain <= scale_gain else
+                            STILL_RISING if still_rising(gain) else FLAT)
     return out
 
 
@@ -221,6 +224,16 @@ def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     return f"Not shown finished — {joined}; their ranking is provisional."
 
 
+def stored_records(configs: Mapping[Any, TrainConfig], profile: str) -> Dict[Any, Record]:
+    """The finished records of ``configs`` under the profile's runs folder (same key, one row per
+    configured epoch); nothing is trained."""
+    from .. import runs
+
+    found = {k: runs.load_record(c.identity(), runs_root(profile)) for k, c in configs.items()}
+    return {k: r for k, r in found.items()
+            if r is not None and r["key"] == configs[k].key() and len(r["history"]) == configs[k].epochs}
+
+
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
     they fell on the way and recovered, which the final number does not show ('' where none did)."""
@@ -229,7 +242,7 @@ def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
         return ""
     named = ", ".join(f"{r[name]} by {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}" for r in fell)
     return (f"Collapsed on the way (test top-1 more than {COLLAPSE_PP:g} pp below its best earlier "
-            f"epoch) and recovered, which the final number does not show: {named}.")
+            f"epoch; where the run recovered, its final number does not show it): {named}.")
 
 
 def provisional_bullet(rows: Sequence[Mapping[str, Any]], name: str) -> List[str]:
