@@ -236,7 +236,8 @@ def stored_records(configs: Mapping[Any, TrainConfig], profile: str) -> Dict[Any
 
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
-    they fell on the way and recovered, which the final number does not show ('' where none did)."""
+    they fell on the way, which a final number does not show where the run recovered ('' where none
+    did)."""
     fell = [r for r in rows if (r.get(WORST_FALL) or 0.0) > COLLAPSE_PP]
     if not fell:
         return ""
