@@ -17,8 +17,8 @@ from ..models import STEM_DOWNSAMPLING
 from ..profiles import ablation_config, depth_seeds, get_profile, main_config
 from ..train import TrainConfig
 from .common import (CHECK, CONVERGENCE, GAIN, RISING_PP, beyond_spread, check_delta, collapsed,
-                     convergence_columns, last_quarter_gain, mean_std, pm, provisional, shown_finished,
-                     span, stored_records)
+                     convergence_columns, last_quarter_gain, mean_std, pm, provisional,
+                     shown_finished, span, stored_records)
 
 Record = Dict[str, Any]
 Run = Tuple[int, int, str]  # (depth, seed, conv): one run of the comparison
@@ -227,11 +227,6 @@ def key_fields(config: TrainConfig) -> List[str]:
     after runs were committed enters a key only away from its old default, so the list is the
     conv's, whatever the profile sets."""
     return list(CONVS[config.conv].run_fields)
-
-
-def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
-    """Whether ``record`` is the finished run of ``config``: same key and one row per epoch."""
-    return record["key"] == config.key() and len(record["history"]) == config.epochs
 
 
 def anneal_end(config: TrainConfig, role: str, steps: int = 20000) -> Optional[float]:

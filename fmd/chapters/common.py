@@ -225,13 +225,17 @@ def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
 
 
 def stored_records(configs: Mapping[Any, TrainConfig], profile: str) -> Dict[Any, Record]:
-    """The finished records of ``configs`` under the profile's runs folder (same key, one row per
-    configured epoch); nothing is trained."""
+    """The finished records of ``configs`` under the profile's runs folder (:func:`record_matches`);
+    nothing is trained."""
     from .. import runs
 
     found = {k: runs.load_record(c.identity(), runs_root(profile)) for k, c in configs.items()}
-    return {k: r for k, r in found.items()
-            if r is not None and r["key"] == configs[k].key() and len(r["history"]) == configs[k].epochs}
+    return {k: r for k, r in found.items() if r is not None and record_matches(r, configs[k])}
+
+
+def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
+    """Whether ``record`` is the finished run of ``config``: same key and one row per epoch."""
+    return record["key"] == config.key() and len(record["history"]) == config.epochs
 
 
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
