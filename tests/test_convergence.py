@@ -259,6 +259,9 @@ def test_chapter_03_scale_reading_says_which_length_every_network_finished_at():
                          "shown finished.")
     assert ch03.scale_reading(rows[:2], None, 15).endswith("not every network is shown finished there.")
     assert ch03.scale_reading(rows[2:3], None, 35).endswith("not every network is shown finished there.")
+    # the sweeps' own length is the one judged, whichever length the rows list last
+    assert ch03.scale_reading(rows, None, 15).endswith("The sweeps train 15 epochs: not every network is "
+                                                       "shown finished there.")
     assert ch03.scale_reading([], None, 35) == "No run of the sweeps' scale is stored."
 
 

@@ -110,11 +110,11 @@ def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int], epoc
     lengths = dict.fromkeys(r["main epochs"] for r in rows)
     count = f"{images:,}" if images else "all"
     lines = [f"**Reading** (every number from the table above; {count} training images):", ""]
-    for epochs in lengths:
-        group = [r for r in rows if r["main epochs"] == epochs]
+    for length in lengths:
+        group = [r for r in rows if r["main epochs"] == length]
         parts = [f"{r['conv']} {'finished' if r['finished'] else 'not shown finished'} "
                  f"(check Δ {r[CHECK]:+.2f} pp against ±{r['tolerance (pp)']:.2f})" for r in group]
-        lines.append(f"* **{epochs} epochs**: " + "; ".join(parts) + ".")
+        lines.append(f"* **{length} epochs**: " + "; ".join(parts) + ".")
     if not rows:
         return "No run of the sweeps' scale is stored."
     done = [e for e in lengths
