@@ -131,6 +131,41 @@ def test_chapter_08_backbone_rows_and_reading_name_the_unfinished_backbones():
     assert "(drop > 0.3 pp): ResNet-18 FMDConv; their ranking is provisional." in ch08.backbone_reading(rows)
 
 
+def test_chapter_08_backbone_rows_read_a_check_run_where_there_is_one():
+    records = {(34, "static"): record([80.0, 85.0, 86.0, 88.0], "static", 34),
+               (50, "static"): record([80.0, 85.0, 87.0, 88.0], "static", 50),
+               (50, "fmdconv"): record([80.0, 85.0, 87.0, 88.0], "fmdconv", 50)}
+    checks = {(34, "static"): record([88.2], "static", 34), (50, "static"): record([90.0], "static", 50)}
+    rows = ch08.backbone_rows(records, checks=checks)
+    assert [(r[CHECK], r[CONVERGENCE]) for r in rows] == [
+        (0.2, common.CHECK_OK), (2.0, common.CHECK_OFF), (None, common.STILL_RISING)]
+    text = ch08.backbone_reading(rows)
+    assert "of the mean: ResNet-50 Static;" in text and "ResNet-34" not in text.split("Not shown")[1]
+    assert CHECK not in ch08.backbone_rows(records)[0]  # no check runs: no column
+
+
+def test_the_deeper_check_runs_are_the_listed_ones_and_a_fresh_clone_finds_them_stored():
+    comparison = ch03.comparison_configs("quick", depths=(18, 50))
+    assert set(ch03.comparison_checks(comparison, "quick")) == \
+        {(18, c) for c in ch03.CONV_NAMES} | set(ch03.DEEP_CHECKS["quick"])
+    assert set(ch03.comparison_checks(ch03.comparison_configs("smoke", depths=(18, 50)), "smoke")) == \
+        {(18, c) for c in ch03.CONV_NAMES}
+    backbones = ch08.backbone_configs("quick")
+    checks = ch08.backbone_checks(backbones, "quick")
+    assert set(checks) == set(ch08.BACKBONE_CHECKS["quick"])
+    assert all(c.epochs == 53 and c.key() != backbones[k].key() for k, c in checks.items())
+    assert ch08.backbone_checks(ch08.backbone_configs("smoke"), "smoke") == {}
+    # ResNet-18's are chapter 03's checks of the sweeps' scale: nothing trained twice
+    scale = ch03.check_configs(ch03.scale_configs("quick"))
+    assert {checks[(18, c)].key() for c in ch03.SCALE_CONVS} == {c.key() for c in scale.values()}
+    from fmd.chapters import chapter_runs
+    from fmd.train import run_finished
+    from fmd.profiles import runs_root
+    needed = chapter_runs("quick")
+    for config in [*checks.values(), *ch03.comparison_checks(comparison, "quick").values()]:
+        assert config.key() in needed and run_finished(config, runs_root("quick")), config.key()
+
+
 def test_chapter_09_accuracy_verdict_says_which_compared_networks_are_not_shown_finished():
     verdict = ch09.accuracy_verdict(ch03.accuracy_rows(comparison()))
     assert "last-quarter gain FMDConv +6.10 pp, ODConv +20.10 pp" in verdict["measured"]

@@ -22,13 +22,14 @@ def chapter_runs(profile: str):
     comparison = ch03.comparison_configs(profile, depths=(18, 50))
     scale = ch03.scale_configs(profile)
     groups = [("03", [*comparison.values(), *ch03.init_configs(comparison, 18, seeds[0]).values(),
-                      *ch03.check_configs(comparison).values(), *scale.values(),
+                      *ch03.comparison_checks(comparison, profile).values(), *scale.values(),
                       *ch03.check_configs(scale).values()])]
     sweeps = ch04.sweep_configs(profile)
     groups.append(("04", [*sweeps["T_k"].values(), *sweeps["K"].values(), *sweeps["seeds"].values(),
                           sweeps["reference"], sweeps["static"]]))
     groups.append(("05", [c for s in seeds for c in ch05.default_configs(profile, seed=s).values()]))
-    groups.append(("08", ch08.backbone_configs(profile).values()))
+    backbones = ch08.backbone_configs(profile)
+    groups.append(("08", [*backbones.values(), *ch08.backbone_checks(backbones, profile).values()]))
     for chapter, configs in groups:
         for config in configs:
             found.setdefault(config.key(), (chapter, config))

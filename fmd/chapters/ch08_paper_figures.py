@@ -15,13 +15,21 @@ from .. import reference, runs
 from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
-from .common import (FALL_EPOCH, WORST_FALL, convergence_columns, provisional_bullet, run_all,
-                     stored_records, worst_fall)
+from .common import (FALL_EPOCH, WORST_FALL, check_config, convergence_columns, provisional_bullet,
+                     run_all, stored_records, worst_fall)
 
 Record = Dict[str, Any]
 
 
 BACKBONE_DEPTHS = (18, 34, 50, 101)  # the official repository's table: FMDConv K = 4 on each
+
+# The backbone runs each profile checks (a run of the same config at 1.5x the epochs). Under quick
+# the ResNet-18 ones are chapter 03's checks of the sweeps' scale; the deeper ones take 20 min to
+# 5 h each on the 2-core machine, so only those listed are trained and read, and the other rows
+# read "no check run" and are named not shown finished.
+BACKBONE_CHECKS: Dict[str, Tuple[Tuple[int, str], ...]] = {
+    "quick": ((18, "static"), (18, "fmdconv"), (34, "static"), (50, "static")),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,6 +45,12 @@ def backbone_configs(profile: str, depths: Sequence[int] = BACKBONE_DEPTHS,
     return {(d, c): ablation_config(profile, conv=c, depth=d, kernel_num=4, preset="official",
                                     seed=seed)
             for d in depths for c in convs}
+
+
+def backbone_checks(configs: Mapping[Tuple[int, str], TrainConfig], profile: str
+                    ) -> Dict[Tuple[int, str], TrainConfig]:
+    """The check runs of the backbone ``configs`` that ``profile`` reads (:data:`BACKBONE_CHECKS`)."""
+    return {k: check_config(c) for k, c in configs.items() if k in BACKBONE_CHECKS.get(profile, ())}
 
 
 def run_backbones(configs: Mapping[Tuple[int, str], TrainConfig], profile: str
@@ -148,13 +162,14 @@ def full_size_params(depth: int, conv: str, kernel_num: int = 4) -> int:
         return count_params(ResNet(depth, conv, 1000, "imagenet", 64, 3, init="torch", **options))
 
 
-def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_gain: Optional[float] = None
-                  ) -> List[Dict[str, Any]]:
+def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_gain: Optional[float] = None,
+                  checks: Optional[Mapping[Tuple[int, str], Record]] = None) -> List[Dict[str, Any]]:
     """The backbone table: per depth and conv, parameters (full-size and as trained), top-1, top-5
     and training seconds per epoch (mean of the record's epochs), the convergence columns
     (:func:`fmd.chapters.common.convergence_columns`), with the official repository's published
     FMDConv row beside ours (labelled published). ``scale_gain``: the largest gain of the runs chapter 03's
-    check runs showed finished at this scale, lent to ResNet-18 only (the depth it checked)."""
+    check runs showed finished at this scale, lent to ResNet-18 only (the depth it checked);
+    ``checks``: the check runs (:func:`backbone_checks`), which decide where there is one."""
     rows = []
     for (depth, conv), r in records.items():
         kernel_num = r["config"]["kernel_num"]
@@ -166,7 +181,8 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_gain: Optiona
             "top-1 (%)": round(r["final"]["test_top1"], 2), "top-5 (%)": round(r["final"]["test_top5"], 2),
             "train s/epoch": round(sum(epoch_s) / len(epoch_s), 1),
             "train images/epoch": r["history"][0]["train_images"],
-            **convergence_columns([r], scale_gain=scale_gain if depth == 18 else None),
+            **convergence_columns([r], (checks or {}).get((depth, conv)), with_check=bool(checks),
+                                  scale_gain=scale_gain if depth == 18 else None),
         }
         published = reference.FMDCONV_BACKBONES.get((f"resnet{depth}", "fmdconv_4x"))
         if conv == "fmdconv" and published is not None:

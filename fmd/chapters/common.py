@@ -5,6 +5,7 @@ finished learning (its last-quarter gain, its check run). A chapter imports thes
 never from another chapter."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -156,6 +157,14 @@ def worst_fall(history: Sequence[Mapping[str, Any]]) -> Tuple[float, Optional[in
             fall, at = best - row["test_top1"], epoch
         best = max(best, row["test_top1"])
     return fall, at
+
+
+CHECK_FACTOR = 1.5  # a check run trains the same config for this many times the epochs (rounded up)
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """A run's check run: the same config at :data:`CHECK_FACTOR` times its epochs, rounded up."""
+    return dataclasses.replace(config, epochs=math.ceil(CHECK_FACTOR * config.epochs))
 
 
 def check_delta(mains: Sequence[Mapping[str, Any]], check: Mapping[str, Any]) -> float:
