@@ -103,14 +103,15 @@ def run_notebook(path: Path, profile: str) -> float:
 def missing_runs(profile: str, needed: Optional[Mapping[str, Tuple[str, Any]]] = None
                  ) -> Dict[str, Tuple[str, Any]]:
     """Of ``needed`` (default: every run the chapters read, :func:`fmd.chapters.chapter_runs`), the
-    runs not stored in full."""
-    from .chapters import chapter_runs
+    runs not stored in full: without a finished record or, for a run whose weights a chapter loads
+    (:func:`fmd.chapters.loaded_runs`), without its weights."""
+    from .chapters import chapter_runs, loaded_runs
     from .train import run_finished
 
-    root = runs_root(profile)
+    root, loaded = runs_root(profile), loaded_runs(profile)
     needed = chapter_runs(profile) if needed is None else needed
     return {key: (chapter, config) for key, (chapter, config) in needed.items()
-            if not run_finished(config, root)}
+            if not run_finished(config, root, weights=key in loaded)}
 
 
 # A stored run estimates another's cost if it trains the same network on the same images.
@@ -227,10 +228,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     print(scratch_line(needed, args.jobs or default_jobs([c for _, c in needed.values()]),
                        runs_root(args.profile)), flush=True)
     if missing:  # every run first, several at once; the notebooks then read the records
+        from .chapters import loaded_runs
         from .train import train_all
 
-        train_all({key: config for key, (_, config) in missing.items()}, runs_root(args.profile),
-                  download=get_profile(args.profile).download, jobs=jobs)
+        loaded = loaded_runs(args.profile)
+        for keep in (True, False):  # a run whose weights a chapter loads keeps its checkpoint
+            batch = {key: config for key, (_, config) in missing.items() if (key in loaded) == keep}
+            if batch:
+                train_all(batch, runs_root(args.profile), checkpoints=keep, jobs=jobs,
+                          download=get_profile(args.profile).download)
     total = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)

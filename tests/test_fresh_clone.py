@@ -95,9 +95,9 @@ def test_training_progress_reaches_the_reproduce_output(tmp_path, capsys):
 
 def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
     """`make reproduce` on a fresh clone trains nothing: every run the chapters read under `quick`
-    is committed, finished, and the models chapters 04 and 06 load have their stored weights."""
-    from fmd import gradcam
-    from fmd.chapters import ch05_attention_ablation as ch05, chapter_runs
+    is committed, finished, and the models chapters 04 and 06 load have their stored weights
+    (:func:`fmd.reproduce.missing_runs` asks for those)."""
+    from fmd.chapters import chapter_runs
     from fmd.profiles import runs_root
     from fmd.reproduce import missing_runs, stored_runs_line
 
@@ -108,9 +108,27 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
         assert len(record["history"]) == config.epochs
     assert missing_runs("quick") == {}
     assert stored_runs_line(len(chapter_runs("quick")), {}, 2, root).endswith("nothing to train")
+
+
+def test_a_run_whose_weights_a_chapter_loads_is_missing_without_them(tmp_path, monkeypatch):
+    """`make reproduce` trains a loaded run (chapter 06's Grad-CAM models, chapter 04's reference)
+    again when its record is stored but its weights are not; any other run needs its record only."""
+    from fmd import reproduce
+    from fmd.chapters import ch05_attention_ablation as ch05, loaded_runs
+    from fmd.profiles import runs_root
+
     chapter5 = ch05.default_configs("quick")
-    for attentions in gradcam.FIGURE4_MODELS.values():
-        assert weights_path(chapter5["+".join(attentions)], root).is_file()
+    loaded, other = chapter5["input"], chapter5["input+output"]
+    assert loaded.key() in loaded_runs("quick") and other.key() not in loaded_runs("quick")
+    for config in (loaded, other):  # the committed records, without their weights
+        folder = runs.run_dir(config.identity(), tmp_path)
+        folder.mkdir(parents=True)
+        shutil.copy(runs.run_dir(config.identity(), runs_root("quick")) / "record.json", folder)
+    monkeypatch.setattr(reproduce, "runs_root", lambda profile: tmp_path)
+    needed = {c.key(): ("05", c) for c in (loaded, other)}
+    assert set(reproduce.missing_runs("quick", needed)) == {loaded.key()}
+    shutil.copy(weights_path(loaded, runs_root("quick")), weights_path(loaded, tmp_path))
+    assert reproduce.missing_runs("quick", needed) == {}
 
 
 def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_networks(tmp_path):

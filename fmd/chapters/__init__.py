@@ -12,7 +12,7 @@ definition (chapter 08 asks ch04 and ch05 for their configs).
 def chapter_runs(profile: str):
     """Every training run the chapters read under ``profile`` at their default parameters, keyed by
     run key, each with the chapter that trains it: what a fresh clone must find stored so that
-    ``make reproduce`` trains nothing (chapter 06 also loads the weights of chapter 05's runs)."""
+    ``make reproduce`` trains nothing (of those in :func:`loaded_runs`, the weights too)."""
     from ..profiles import get_profile
     from . import ch03_training as ch03, ch04_temperature_and_k as ch04
     from . import ch05_attention_ablation as ch05, ch08_paper_figures as ch08
@@ -34,3 +34,17 @@ def chapter_runs(profile: str):
         for config in configs:
             found.setdefault(config.key(), (chapter, config))
     return found
+
+
+def loaded_runs(profile: str):
+    """The keys of the runs whose trained weights a chapter loads under ``profile`` at its defaults:
+    chapter 04's reference run (it folds its kernel attention) and chapter 06's Grad-CAM models
+    (chapter 05's runs of :data:`fmd.gradcam.FIGURE4_MODELS`, first seed). A fresh clone finds
+    their half-precision weights committed; a run stored without them is trained again."""
+    from ..gradcam import FIGURE4_MODELS
+    from ..profiles import get_profile
+    from . import ch04_temperature_and_k as ch04, ch05_attention_ablation as ch05
+
+    chapter5 = ch05.default_configs(profile, seed=get_profile(profile).seeds[0])
+    return {ch04.sweep_configs(profile)["reference"].key(),
+            *(chapter5["+".join(attentions)].key() for attentions in FIGURE4_MODELS.values())}
