@@ -11,16 +11,17 @@ from fmd.chapters import ch05_attention_ablation as ch05, ch08_paper_figures as 
 from fmd.chapters.common import CHECK, CONVERGENCE, GAIN
 
 
-def history(curve: Sequence[float]) -> list:
-    """Per-epoch rows with the given test top-1 curve."""
-    return [{"epoch": i + 1, "test_top1": t, "train_loss": 1.0, "train_seconds": 1.0, "train_images": 8,
-             "temperatures": {"kernel": 1.0}} for i, t in enumerate(curve)]
+def history(curve: Sequence[float], losses: Sequence[float] = ()) -> list:
+    """Per-epoch rows with the given test top-1 curve (and training losses; default 1.0 each)."""
+    losses = losses or [1.0] * len(curve)
+    return [{"epoch": i + 1, "test_top1": t, "train_loss": loss, "train_seconds": 1.0, "train_images": 8,
+             "temperatures": {"kernel": 1.0}} for i, (t, loss) in enumerate(zip(curve, losses))]
 
 
 def record(curve: Sequence[float], conv: str = "fmdconv", depth: int = 18, seed: int = 0,
-           **config: Any) -> Dict[str, Any]:
+           losses: Sequence[float] = (), **config: Any) -> Dict[str, Any]:
     """A run record with just what the chapters' tables read, ending at the curve's last value."""
-    return {"name": f"{conv}-{depth}-{seed}-{len(curve)}", "key": "k", "history": history(curve),
+    return {"name": f"{conv}-{depth}-{seed}-{len(curve)}", "key": "k", "history": history(curve, losses),
             "final": {"test_top1": curve[-1], "test_top5": 99.0}, "best_test_top1": max(curve),
             "config": {"conv": conv, "depth": depth, "seed": seed, "kernel_num": 4, "preset": "official",
                        "kernel_temperature": 34.0, "dataset": "d", "epochs": len(curve), **config},
@@ -236,13 +237,18 @@ def test_chapter_03_curves_reading_tells_a_step_limited_run_from_one_that_fits_b
 def test_worst_fall_is_the_largest_drop_below_the_best_earlier_epoch_and_the_readings_name_collapses():
     assert common.worst_fall(history([50.0, 80.0, 70.0, 85.0, 60.0, 90.0])) == (pytest.approx(25.0), 5)
     assert common.worst_fall(history([50.0, 60.0, 70.0])) == (0.0, None)
-    runs = [record([50.0, 80.0, 79.0, 85.0]), record([50.0, 80.0, 20.0, 85.0], seed=1)]
-    columns = common.convergence_columns(runs)  # the worst seed's fall
-    assert (columns[common.WORST_FALL], columns[common.FALL_EPOCH]) == (60.0, 3)
+    runs = [record([50.0, 80.0, 79.0, 85.0], losses=[2.0, 1.0, 0.5, 0.4]),
+            record([50.0, 80.0, 20.0, 85.0], seed=1, losses=[2.0, 1.0, 0.9, 0.5])]
+    columns = common.convergence_columns(runs)  # the worst seed's fall, and its training loss then
+    assert (columns[common.WORST_FALL], columns[common.FALL_EPOCH], columns[common.FALL_LOSS]) == \
+        (60.0, 3, pytest.approx(-0.1))
     records = {(18, "static"): record([80.0, 85.0, 84.0], "static"),
-               (18, "fmdconv"): record([80.0, 15.0, 85.1, 85.2])}
+               (18, "fmdconv"): record([80.0, 15.0, 85.1, 85.2], losses=[1.0, 0.8, 0.7, 0.6]),
+               (34, "fmdconv"): record([80.0, 15.0, 85.1, 85.2], depth=34, losses=[1.0, 1.5, 0.7, 0.6])}
     text = ch08.backbone_reading(ch08.backbone_rows(records))
-    assert "its final number does not show it): ResNet-18 FMDConv by 65.00 pp at epoch 2." in text
+    assert ("its final number does not show it): ResNet-18 FMDConv by 65.00 pp at epoch 2 (training loss "
+            "-0.200 that epoch), ResNet-34 FMDConv by 65.00 pp at epoch 2 (training loss +0.500 that epoch). "
+            "In 1 of these 2 the training loss still fell that epoch") in text
     assert "ResNet-18 Static by" not in text  # a fall of 1 pp is no collapse
 
 
@@ -309,10 +315,11 @@ def test_the_sweeps_scale_is_its_static_and_fmdconv_runs_at_every_seed_with_chec
 
 
 def test_chapter_08_anneal_rows_count_the_anneal_in_steps_and_give_each_runs_worst_fall():
-    short = record([80.0, 85.0, 30.0, 86.0], batch_size=2, anneal_epochs=3.0)
+    short = record([80.0, 85.0, 30.0, 86.0], batch_size=2, anneal_epochs=3.0, losses=[1.0, 0.8, 0.9, 0.6])
     long = record([80.0, 85.0, 84.0, 88.0], batch_size=2, anneal_epochs=15.0)
     rows = ch08.anneal_rows({"short": short, "long": long})
     assert [(r["anneal steps"], r[common.WORST_FALL], r[common.FALL_EPOCH]) for r in rows] == \
         [(12, 55.0, 3), (60, 1.0, 3)]  # 8 images per epoch at batch 2: 4 steps an epoch
     assert ch08.anneal_reading(rows).startswith(
-        "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00")
+        "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00"
+        " pp at epoch 3 (training loss +0.100 that epoch)")

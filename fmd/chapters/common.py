@@ -124,6 +124,7 @@ TOO_SHORT, FLAT, CHECK_OK = "too short to tell", "flat last quarter (no check ru
 # when a run is done, so a gain like theirs says no more than theirs did.
 SCALE_OK = "finished at its scale (gain within chapter 03's checked runs')"
 WORST_FALL, FALL_EPOCH = "worst fall (pp)", "fall epoch"
+FALL_LOSS = "train loss Δ at fall"  # that epoch's training loss minus the epoch before's
 COLLAPSE_PP = 10.0  # a fall of test top-1 below the best earlier epoch larger than this is a collapse
 NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT)  # the verdicts a reading names
 
@@ -167,6 +168,15 @@ def check_config(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, epochs=math.ceil(CHECK_FACTOR * config.epochs))
 
 
+def fall_loss(history: Sequence[Mapping[str, Any]], epoch: Optional[int]) -> Optional[float]:
+    """The training loss of ``epoch`` (1-based, a fall's from :func:`worst_fall`) minus the epoch
+    before's: negative where the network went on fitting its training images while its test
+    accuracy fell; None without a fall."""
+    if epoch is None:
+        return None
+    return history[epoch - 1]["train_loss"] - history[epoch - 2]["train_loss"]
+
+
 def check_delta(mains: Sequence[Mapping[str, Any]], check: Mapping[str, Any]) -> float:
     """A check run's final top-1 minus the mean of the main runs' (pp)."""
     return top1(check) - mean_std([top1(r) for r in mains])[0]
@@ -186,18 +196,21 @@ def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mappi
                         with_check: bool = False, scale_gain: Optional[float] = None) -> Dict[str, Any]:
     """A table row's convergence columns over a config's seeds: the mean last-quarter gain, the check
     run's Δ (with ``with_check``, None where there is none), the worst seed's fall below its best
-    earlier epoch (:func:`worst_fall`) and the verdict (:data:`CONVERGENCE`): the check run decides
-    where there is one; else, at a scale chapter 03 showed finished, :data:`SCALE_OK` for a gain no
-    larger than ``scale_gain`` (the largest of the checked runs'); else the gain: beyond ±0.3 pp the
-    run is still rising or falling (a collapse is no finish either), and a 1- or 2-epoch run is too
-    short to tell."""
+    earlier epoch (:func:`worst_fall`) with its training loss change (:func:`fall_loss`) and the
+    verdict (:data:`CONVERGENCE`): the check run decides where there is one; else, at a scale
+    chapter 03 showed finished, :data:`SCALE_OK` for a gain no larger than ``scale_gain`` (the
+    largest of the checked runs'); else the gain: beyond ±0.3 pp the run is still rising or falling
+    (a collapse is no finish either), and a 1- or 2-epoch run is too short to tell."""
     gains = [last_quarter_gain(r["history"]) for r in runs]
     gain = None if None in gains or not gains else statistics.fmean(gains)
     out: Dict[str, Any] = {GAIN: None if gain is None else round(gain, 2)}
     if with_check or check is not None:
         out[CHECK] = None if check is None else round(check_delta(runs, check), 2)
-    fall, epoch = max((worst_fall(r["history"]) for r in runs), key=lambda f: f[0], default=(0.0, None))
+    falls = [(*worst_fall(r["history"]), r["history"]) for r in runs]
+    fall, epoch, worst = max(falls, key=lambda f: f[0], default=(0.0, None, []))
     out[WORST_FALL], out[FALL_EPOCH] = round(fall, 2), epoch
+    loss = fall_loss(worst, epoch)
+    out[FALL_LOSS] = None if loss is None else round(loss, 3)
     if check is not None:
         out[CONVERGENCE] = CHECK_OK if shown_finished(runs, check) else CHECK_OFF
     else:
@@ -249,14 +262,26 @@ def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
 
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
-    they fell on the way, which a final number does not show where the run recovered ('' where none
-    did)."""
+    they fell on the way, which a final number does not show where the run recovered; and, from
+    :data:`FALL_LOSS`, whether training loss rose that epoch too or went on falling ('' where none
+    fell)."""
     fell = [r for r in rows if (r.get(WORST_FALL) or 0.0) > COLLAPSE_PP]
     if not fell:
         return ""
-    named = ", ".join(f"{r[name]} by {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}" for r in fell)
-    return (f"Collapsed on the way (test top-1 more than {COLLAPSE_PP:g} pp below its best earlier "
+
+    def loss(r: Mapping[str, Any]) -> str:
+        change = r.get(FALL_LOSS)
+        return "" if change is None else f" (training loss {change:+.3f} that epoch)"
+
+    named = ", ".join(f"{r[name]} by {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}{loss(r)}" for r in fell)
+    text = (f"Collapsed on the way (test top-1 more than {COLLAPSE_PP:g} pp below its best earlier "
             f"epoch; where the run recovered, its final number does not show it): {named}.")
+    known = [r for r in fell if r.get(FALL_LOSS) is not None]
+    still = [r for r in known if r[FALL_LOSS] < 0]
+    if known:
+        text += (f" In {len(still)} of these {len(known)} the training loss still fell that epoch: the "
+                 "network went on fitting its training images while its test accuracy fell.")
+    return text
 
 
 def provisional_bullet(rows: Sequence[Mapping[str, Any]], name: str) -> List[str]:
@@ -265,4 +290,4 @@ def provisional_bullet(rows: Sequence[Mapping[str, Any]], name: str) -> List[str
 
 
 # The convergence columns, for a notebook's list of printed columns (CHECK: chapter 03 with check runs)
-CONVERGENCE_COLUMNS = [GAIN, CHECK, WORST_FALL, FALL_EPOCH, CONVERGENCE]
+CONVERGENCE_COLUMNS = [GAIN, CHECK, WORST_FALL, FALL_EPOCH, FALL_LOSS, CONVERGENCE]
