@@ -100,6 +100,20 @@ def run_notebook(path: Path, profile: str) -> float:
     return time.perf_counter() - start
 
 
+def needed_runs(profile: str, only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[str, Any]]:
+    """The runs ``make reproduce`` must find stored, keyed by run key, each with the chapter that
+    trains it: every run the chapters read (:func:`fmd.chapters.chapter_runs`) or, with ``only``
+    (notebook number prefixes), those the chapters asked for train (a run two chapters read counts
+    for the first) or whose weights they load (:func:`fmd.chapters.loaded_runs`)."""
+    from .chapters import chapter_runs, loaded_runs
+
+    needed, loads = chapter_runs(profile), loaded_runs(profile)
+    if not only:
+        return needed
+    return {key: run for key, run in needed.items()
+            if any(c.startswith(p[:2]) for c in (run[0], *loads.get(key, ())) for p in only)}
+
+
 def missing_runs(profile: str, needed: Optional[Mapping[str, Tuple[str, Any]]] = None
                  ) -> Dict[str, Tuple[str, Any]]:
     """Of ``needed`` (default: every run the chapters read, :func:`fmd.chapters.chapter_runs`), the
@@ -217,26 +231,18 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                      f"{', '.join(PROFILE_NAMES)}")
     notebooks = find_notebooks(NOTEBOOKS, args.only)
     cli.check_writable(NOTEBOOKS)
-    from .chapters import chapter_runs
-
-    needed = chapter_runs(args.profile)
-    if args.only:  # the runs of the chapters asked for (a run two chapters read counts for the first)
-        needed = {k: v for k, v in needed.items() if any(v[0].startswith(p[:2]) for p in args.only)}
+    needed = needed_runs(args.profile, args.only)
     missing = missing_runs(args.profile, needed)
     jobs = args.jobs or default_jobs([c for _, c in missing.values()])
     print(stored_runs_line(len(needed), missing, jobs, runs_root(args.profile)), flush=True)
     print(scratch_line(needed, args.jobs or default_jobs([c for _, c in needed.values()]),
                        runs_root(args.profile)), flush=True)
     if missing:  # every run first, several at once; the notebooks then read the records
-        from .chapters import loaded_runs
         from .train import train_all
 
-        loaded = loaded_runs(args.profile)
-        for keep in (True, False):  # a run whose weights a chapter loads keeps its checkpoint
-            batch = {key: config for key, (_, config) in missing.items() if (key in loaded) == keep}
-            if batch:
-                train_all(batch, runs_root(args.profile), checkpoints=keep, jobs=jobs,
-                          download=get_profile(args.profile).download)
+        # checkpoints: a run stored without the weights a chapter loads is trained again
+        train_all({key: config for key, (_, config) in missing.items()}, runs_root(args.profile),
+                  checkpoints=True, download=get_profile(args.profile).download, jobs=jobs)
     total = time.perf_counter()
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.name} (profile {args.profile})", flush=True)

@@ -97,7 +97,7 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
     """`make reproduce` on a fresh clone trains nothing: every run the chapters read under `quick`
     is committed, finished, and the models chapters 04 and 06 load have their stored weights
     (:func:`fmd.reproduce.missing_runs` asks for those)."""
-    from fmd.chapters import chapter_runs
+    from fmd.chapters import chapter_runs, loaded_runs
     from fmd.profiles import runs_root
     from fmd.reproduce import missing_runs, stored_runs_line
 
@@ -108,6 +108,24 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
         assert len(record["history"]) == config.epochs
     assert missing_runs("quick") == {}
     assert stored_runs_line(len(chapter_runs("quick")), {}, 2, root).endswith("nothing to train")
+    loaded = loaded_runs("quick")
+    assert set(loaded) <= set(chapter_runs("quick"))  # missing_runs asks for their weights
+    for key in loaded:  # committed, not only a local checkpoint
+        assert weights_path(chapter_runs("quick")[key][1], root).is_file(), key
+
+
+def test_reproduce_only_a_chapter_also_checks_the_runs_whose_weights_it_loads():
+    """`make reproduce --only 06` trains nothing itself but loads chapter 05's runs: it checks them
+    (and their weights) up front instead of training them inside the notebook."""
+    from fmd.chapters import chapter_runs, loaded_runs
+    from fmd.reproduce import needed_runs
+
+    gradcam_models = {k for k, chapters in loaded_runs("quick").items() if "06" in chapters}
+    assert len(gradcam_models) == 4
+    assert set(needed_runs("quick", ["06"])) == gradcam_models
+    reference = [k for k, chapters in loaded_runs("quick").items() if "04" in chapters]
+    assert len(reference) == 1 and reference[0] in needed_runs("quick", ["04"])
+    assert needed_runs("quick") == chapter_runs("quick")
 
 
 def test_a_run_whose_weights_a_chapter_loads_is_missing_without_them(tmp_path, monkeypatch):

@@ -37,14 +37,18 @@ def chapter_runs(profile: str):
 
 
 def loaded_runs(profile: str):
-    """The keys of the runs whose trained weights a chapter loads under ``profile`` at its defaults:
-    chapter 04's reference run (it folds its kernel attention) and chapter 06's Grad-CAM models
-    (chapter 05's runs of :data:`fmd.gradcam.FIGURE4_MODELS`, first seed). A fresh clone finds
-    their half-precision weights committed; a run stored without them is trained again."""
+    """The runs whose trained weights a chapter loads under ``profile`` at its defaults, keyed by
+    run key, each with the chapters that load it: chapter 04's reference run (it folds its kernel
+    attention) and chapter 06's Grad-CAM models (chapter 05's runs of
+    :data:`fmd.gradcam.FIGURE4_MODELS`, first seed). A fresh clone finds their half-precision
+    weights committed; a run stored without them is trained again."""
     from ..gradcam import FIGURE4_MODELS
     from ..profiles import get_profile
     from . import ch04_temperature_and_k as ch04, ch05_attention_ablation as ch05
 
     chapter5 = ch05.default_configs(profile, seed=get_profile(profile).seeds[0])
-    return {ch04.sweep_configs(profile)["reference"].key(),
-            *(chapter5["+".join(attentions)].key() for attentions in FIGURE4_MODELS.values())}
+    found = {ch04.sweep_configs(profile)["reference"].key(): ("04",)}
+    for attentions in FIGURE4_MODELS.values():
+        key = chapter5["+".join(attentions)].key()
+        found[key] = (*found.get(key, ()), "06")
+    return found
