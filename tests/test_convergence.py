@@ -14,6 +14,7 @@ from fmd.chapters.common import CHECK, CONVERGENCE, GAIN
 def history(curve: Sequence[float], losses: Sequence[float] = ()) -> list:
     """Per-epoch rows with the given test top-1 curve (and training losses; default 1.0 each)."""
     losses = losses or [1.0] * len(curve)
+    assert len(losses) == len(curve)
     return [{"epoch": i + 1, "test_top1": t, "train_loss": loss, "train_seconds": 1.0, "train_images": 8,
              "temperatures": {"kernel": 1.0}} for i, (t, loss) in enumerate(zip(curve, losses))]
 
@@ -244,11 +245,19 @@ def test_worst_fall_is_the_largest_drop_below_the_best_earlier_epoch_and_the_rea
         (60.0, 3, pytest.approx(-0.1))
     records = {(18, "static"): record([80.0, 85.0, 84.0], "static"),
                (18, "fmdconv"): record([80.0, 15.0, 85.1, 85.2], losses=[1.0, 0.8, 0.7, 0.6]),
-               (34, "fmdconv"): record([80.0, 15.0, 85.1, 85.2], depth=34, losses=[1.0, 1.5, 0.7, 0.6])}
+               # falls over two epochs: the loss is read from the best epoch before (epoch 1) to the
+               # bottom (epoch 3), not over the last epoch alone (+0.6 and +0.4 there)
+               (34, "fmdconv"): record([80.0, 40.0, 15.0, 85.1, 85.2], depth=34,
+                                       losses=[1.0, 0.6, 1.2, 0.7, 0.6]),
+               (50, "fmdconv"): record([80.0, 40.0, 15.0, 85.0], depth=50, losses=[1.0, 0.5, 0.9, 0.6])}
     text = ch08.backbone_reading(ch08.backbone_rows(records))
     assert ("its final number does not show it): ResNet-18 FMDConv by 65.00 pp at epoch 2 (training loss "
-            "-0.200 that epoch), ResNet-34 FMDConv by 65.00 pp at epoch 2 (training loss +0.500 that epoch). "
-            "In 1 of these 2 the training loss still fell that epoch") in text
+            "-0.200 over the fall), ResNet-34 FMDConv by 65.00 pp at epoch 3 (training loss +0.200 over the "
+            "fall), ResNet-50 FMDConv by 65.00 pp at epoch 3 (training loss -0.100 over the fall). In 2 of "
+            "these 3 the training loss was lower at the bottom of the fall than at the best epoch before it")\
+        in text
+    assert common.fall_loss(history([80.0, 70.0]), None) is None
+    assert common.fall_loss(history([80.0]), 1) is None
     assert "ResNet-18 Static by" not in text  # a fall of 1 pp is no collapse
 
 
@@ -322,4 +331,4 @@ def test_chapter_08_anneal_rows_count_the_anneal_in_steps_and_give_each_runs_wor
         [(12, 55.0, 3), (60, 1.0, 3)]  # 8 images per epoch at batch 2: 4 steps an epoch
     assert ch08.anneal_reading(rows).startswith(
         "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00"
-        " pp at epoch 3 (training loss +0.100 that epoch)")
+        " pp at epoch 3 (training loss +0.100 over the fall)")

@@ -15,8 +15,8 @@ from .. import reference, runs
 from ..labels import conv_label
 from ..profiles import ablation_config, runs_root
 from ..train import TrainConfig
-from .common import (FALL_EPOCH, FALL_LOSS, WORST_FALL, check_config, convergence_columns, fall_loss,
-                     provisional_bullet, run_all, stored_records, worst_fall)
+from .common import (FALL_EPOCH, FALL_LOSS, WORST_FALL, check_config, convergence_columns, fall_columns,
+                     provisional_bullet, run_all, stored_records)
 
 Record = Dict[str, Any]
 
@@ -198,20 +198,17 @@ def backbone_rows(records: Mapping[Tuple[int, str], Record], scale_gain: Optiona
 def anneal_rows(records: Mapping[str, Record]) -> List[Dict[str, Any]]:
     """One row per run of the same network annealed over different lengths (``records``: label →
     record): the anneal in epochs and in steps (the temperatures move once per step), the final
-    top-1, the worst fall below a best earlier epoch, its epoch and the training loss change then
-    (:func:`fmd.chapters.common.worst_fall`, :func:`~fmd.chapters.common.fall_loss`)."""
+    top-1, the worst fall below a best earlier epoch, its epoch and the training loss change over it
+    (:func:`fmd.chapters.common.fall_columns`)."""
     rows = []
     for label, r in records.items():
         c = r["config"]
-        fall, epoch = worst_fall(r["history"])
         images = r["history"][0]["train_images"]  # the loader drops a short last batch if it has a full one
         steps_per_epoch = images // c["batch_size"] if images >= c["batch_size"] else 1
         rows.append({"run": label, "anneal epochs": c["anneal_epochs"],
                      "anneal steps": round(c["anneal_epochs"] * steps_per_epoch),
                      "top-1 (%)": round(r["final"]["test_top1"], 2),
-                     WORST_FALL: round(fall, 2), FALL_EPOCH: epoch,
-                     FALL_LOSS: None if epoch is None else round(fall_loss(r["history"], epoch), 3),
-                     "record": r["name"]})
+                     **fall_columns(r["history"]), "record": r["name"]})
     return rows
 
 
@@ -219,7 +216,7 @@ def anneal_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     """What :func:`anneal_rows` says, in Markdown: each anneal's steps, worst fall and final top-1."""
     parts = [f"over {r['anneal epochs']:g} epochs ({r['anneal steps']:,} steps) it "
              + (f"fell {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]} (training loss "
-                f"{r[FALL_LOSS]:+.3f} that epoch)" if r[FALL_EPOCH] else
+                f"{r[FALL_LOSS]:+.3f} over the fall)" if r[FALL_EPOCH] else
                 "never fell below an earlier epoch") + f" and ended at {r['top-1 (%)']:.2f}%" for r in rows]
     return (f"**Reading** (one seed each; from the table above): annealed {'; '.join(parts)}. One "
             "pair of runs says how far test accuracy fell on the way under each anneal, not why.")

@@ -124,9 +124,9 @@ TOO_SHORT, FLAT, CHECK_OK = "too short to tell", "flat last quarter (no check ru
 # when a run is done, so a gain like theirs says no more than theirs did.
 SCALE_OK = "finished at its scale (gain within chapter 03's checked runs')"
 WORST_FALL, FALL_EPOCH = "worst fall (pp)", "fall epoch"
-FALL_LOSS = "train loss Δ at fall"  # that epoch's training loss minus the epoch before's
+FALL_LOSS = "train loss Δ over fall"  # from the best earlier epoch to the fall's (fall_loss)
 COLLAPSE_PP = 10.0  # a fall of test top-1 below the best earlier epoch larger than this is a collapse
-NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT)  # the verdicts a reading names
+NOT_FINISHED = (STILL_RISING, FALLING, CHECK_OFF, TOO_SHORT, FLAT)  # the verdicts a reading names
 
 
 def quarter_epoch(epochs: int) -> int:
@@ -169,12 +169,23 @@ def check_config(config: TrainConfig) -> TrainConfig:
 
 
 def fall_loss(history: Sequence[Mapping[str, Any]], epoch: Optional[int]) -> Optional[float]:
-    """The training loss of ``epoch`` (1-based, a fall's from :func:`worst_fall`) minus the epoch
-    before's: negative where the network went on fitting its training images while its test
-    accuracy fell; None without a fall."""
-    if epoch is None:
+    """Over the span a fall is measured (:func:`worst_fall`: from the best earlier epoch to the
+    1-based ``epoch``), the change of the training loss: negative where the network went on
+    fitting its training images while its test accuracy fell; None without a fall (``epoch`` None
+    or 1)."""
+    if epoch is None or epoch < 2:
         return None
-    return history[epoch - 1]["train_loss"] - history[epoch - 2]["train_loss"]
+    tops = [row["test_top1"] for row in history[:epoch - 1]]
+    best = tops.index(max(tops))  # the first epoch at the best before the fall (0-based)
+    return history[epoch - 1]["train_loss"] - history[best]["train_loss"]
+
+
+def fall_columns(history: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A run's :data:`WORST_FALL`, :data:`FALL_EPOCH` and :data:`FALL_LOSS`, rounded for a table."""
+    fall, epoch = worst_fall(history)
+    loss = fall_loss(history, epoch)
+    return {WORST_FALL: round(fall, 2), FALL_EPOCH: epoch,
+            FALL_LOSS: None if loss is None else round(loss, 3)}
 
 
 def check_delta(mains: Sequence[Mapping[str, Any]], check: Mapping[str, Any]) -> float:
@@ -206,11 +217,8 @@ def convergence_columns(runs: Sequence[Mapping[str, Any]], check: Optional[Mappi
     out: Dict[str, Any] = {GAIN: None if gain is None else round(gain, 2)}
     if with_check or check is not None:
         out[CHECK] = None if check is None else round(check_delta(runs, check), 2)
-    falls = [(*worst_fall(r["history"]), r["history"]) for r in runs]
-    fall, epoch, worst = max(falls, key=lambda f: f[0], default=(0.0, None, []))
-    out[WORST_FALL], out[FALL_EPOCH] = round(fall, 2), epoch
-    loss = fall_loss(worst, epoch)
-    out[FALL_LOSS] = None if loss is None else round(loss, 3)
+    out.update(max((fall_columns(r["history"]) for r in runs), key=lambda f: f[WORST_FALL],
+                   default={WORST_FALL: 0.0, FALL_EPOCH: None, FALL_LOSS: None}))
     if check is not None:
         out[CONVERGENCE] = CHECK_OK if shown_finished(runs, check) else CHECK_OFF
     else:
@@ -237,7 +245,8 @@ def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     what = {STILL_RISING: f"still rising in the last quarter of the run (gain > {RISING_PP:g} pp)",
             FALLING: f"falling in the last quarter of the run (drop > {RISING_PP:g} pp)",
             CHECK_OFF: f"check run (1.5× the epochs) beyond max(seed std, {RISING_PP:g} pp) of the mean",
-            TOO_SHORT: "too short (1 or 2 epochs) to measure a last quarter"}
+            TOO_SHORT: "too short (1 or 2 epochs) to measure a last quarter",
+            FLAT: f"flat last quarter (within ±{RISING_PP:g} pp) but no check run to show it finished"}
     found = not_finished(rows, name)
     if not found:
         return ""
@@ -271,7 +280,7 @@ def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
 
     def loss(r: Mapping[str, Any]) -> str:
         change = r.get(FALL_LOSS)
-        return "" if change is None else f" (training loss {change:+.3f} that epoch)"
+        return "" if change is None else f" (training loss {change:+.3f} over the fall)"
 
     named = ", ".join(f"{r[name]} by {r[WORST_FALL]:.2f} pp at epoch {r[FALL_EPOCH]}{loss(r)}" for r in fell)
     text = (f"Collapsed on the way (test top-1 more than {COLLAPSE_PP:g} pp below its best earlier "
@@ -279,8 +288,9 @@ def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     known = [r for r in fell if r.get(FALL_LOSS) is not None]
     still = [r for r in known if r[FALL_LOSS] < 0]
     if known:
-        text += (f" In {len(still)} of these {len(known)} the training loss still fell that epoch: the "
-                 "network went on fitting its training images while its test accuracy fell.")
+        text += (f" In {len(still)} of these {len(known)} the training loss was lower at the bottom of "
+                 "the fall than at the best epoch before it: the network went on fitting its training "
+                 "images while its test accuracy fell.")
     return text
 
 
