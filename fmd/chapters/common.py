@@ -287,10 +287,12 @@ def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
             f"epoch; where the run recovered, its final number does not show it): {named}.")
     known = [r for r in fell if r.get(FALL_LOSS) is not None]
     still = [r for r in known if r[FALL_LOSS] < 0]
-    if known:
-        text += (f" In {len(still)} of these {len(known)} the training loss was lower at the bottom of "
-                 "the fall than at the best epoch before it: the network went on fitting its training "
-                 "images while its test accuracy fell.")
+    if still:
+        text += (f" Over {len(still)} of these {len(known)} falls the training loss went down (from the "
+                 "best epoch before to the bottom): those networks went on fitting their training images "
+                 "while their test accuracy fell.")
+    elif known:
+        text += " Over each of these falls the training loss rose too."
     return text
 
 
