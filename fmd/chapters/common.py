@@ -244,7 +244,8 @@ def provisional(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     no row is named)."""
     what = {STILL_RISING: f"still rising in the last quarter of the run (gain > {RISING_PP:g} pp)",
             FALLING: f"falling in the last quarter of the run (drop > {RISING_PP:g} pp)",
-            CHECK_OFF: f"check run (1.5× the epochs) beyond max(seed std, {RISING_PP:g} pp) of the mean",
+            CHECK_OFF: f"check run ({CHECK_FACTOR:g}× the epochs) beyond max(seed std, {RISING_PP:g} pp) "
+                       "of the mean",
             TOO_SHORT: "too short (1 or 2 epochs) to measure a last quarter",
             FLAT: f"flat last quarter (within ±{RISING_PP:g} pp) but no check run to show it finished"}
     found = not_finished(rows, name)
@@ -272,7 +273,7 @@ def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
     they fell on the way, which a final number does not show where the run recovered; and, from
-    :data:`FALL_LOSS`, whether training loss rose that epoch too or went on falling ('' where none
+    :data:`FALL_LOSS`, over how many of those falls the training loss went down ('' where none
     fell)."""
     fell = [r for r in rows if (r.get(WORST_FALL) or 0.0) > COLLAPSE_PP]
     if not fell:
