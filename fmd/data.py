@@ -214,3 +214,16 @@ def config_loaders(config: Any, data_root: Optional[PathLike] = None, *,
         seed=config.seed, workers=workers if config.dataset == "imagenet" else 0, rank=rank,
         world_size=world_size)
     return train_set, test_set, train_loader, test_loader
+
+
+def eval_loader(config: Any, split: str = "test", data_root: Optional[PathLike] = None) -> Loader:
+    """A deterministic loader over the config's ``split`` ("train" or "test") images, with the
+    run's test transform (no augmentation, no shuffling): what evaluation sees of a run's images."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    train_set, test_set, _, loader = config_loaders(config, data_root)
+    if split == "train":  # the training images through the test transform
+        _, loader = make_loaders(train_set, train_set, config.batch_size, transform=config.transform,
+                                 eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
+                                 seed=config.seed)
+    return loader

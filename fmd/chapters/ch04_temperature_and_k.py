@@ -14,12 +14,14 @@ import numpy as np
 from torch import Tensor
 
 from .. import runs
-from ..data import config_loaders, make_loaders
+from ..bnstats import probe_fall, probe_rows
+from ..data import eval_loader
 from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
 from ..record import ENTROPY_IMAGES, first_images
 from ..train import TrainConfig, build_model, evaluate, load_trained, measure_kernel_entropy
-from .common import convergence_columns, measure_latencies, provisional_bullet, span, top1
+from .common import (COLLAPSE_PP, convergence_columns, measure_latencies, provisional_bullet, span, top1,
+                     worst_fall)
 
 Record = Dict[str, Any]
 
@@ -176,17 +178,6 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------
 # What the kernel attention of a trained model does
-
-
-def eval_loader(config: TrainConfig, split: str = "test"):
-    """A deterministic loader over the config's ``split`` ("train" or "test") images, with the
-    run's test transform (no augmentation): what evaluation and the attention statistics see."""
-    train_set, test_set, _, loader = config_loaders(config)
-    if split == "train":  # the training images through the test transform
-        _, loader = make_loaders(train_set, train_set, config.batch_size, transform=config.transform,
-                                 eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
-                                 seed=config.seed)
-    return loader
 
 
 def test_images(config: TrainConfig, count: int = ENTROPY_IMAGES) -> Tensor:
@@ -374,3 +365,56 @@ def folding_reading(rows: Sequence[Mapping[str, Any]], seed_range: Optional[floa
             + ("At this scale a trained FMDConv can be deployed as a static network with two gates per "
                "layer: `fmd.fold.fold_kernel_attention`." if within else
                "At this scale folding costs accuracy beyond the seed noise: the per-sample mix matters."))
+
+
+# ---------------------------------------------------------------------------------------------
+# The fall at the end of the anneal: the network, or BatchNorm's running statistics?
+
+
+def fall_probe(config: TrainConfig, record: Record, profile: str, *,
+               progress: bool = False) -> Optional[Dict[str, Any]]:
+    """The BatchNorm probe (:func:`fmd.bnstats.probe_fall`) of the run's worst fall: the epochs before,
+    at and after it; None where the run never fell by more than :data:`.common.COLLAPSE_PP`."""
+    fall, epoch = worst_fall(record["history"])
+    if epoch is None or fall <= COLLAPSE_PP:
+        return None
+    epochs = [e for e in (epoch - 1, epoch, epoch + 1) if 1 <= e <= config.epochs]
+    return probe_fall(config, record, epochs, runs_root(profile), progress=progress)
+
+
+def _kept_over(before: Optional[Mapping[str, Any]], at: Mapping[str, Any]) -> str:
+    """' (averaged over the epoch in which the temperatures went from … to …)', where they changed."""
+    if before is None or before["temperatures"] == at["temperatures"]:
+        return ""
+    names = [", ".join(f"{t:g}" for t in r["temperatures"]) for r in (before, at)]
+    return f" (averaged over the epoch in which the layers' temperatures went from {names[0]} to {names[1]})"
+
+
+def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
+    """What the probe shows, in Markdown: whether re-estimating BatchNorm's statistics removes the
+    fall at ``fall_epoch`` (the re-estimated top-1 there within :data:`.common.COLLAPSE_PP` of the
+    best probed epoch before it), and how much it moved the other probed epochs."""
+    rows = {r["epoch"]: r for r in probe_rows(probe)}
+    at = rows[fall_epoch]
+    before = [r for e, r in rows.items() if e < fall_epoch]
+    others = [r for e, r in rows.items() if e != fall_epoch]
+    text = (f"**Reading.** Retrained on this machine, the run falls at epoch {fall_epoch} as its record "
+            f"did: {at['trained top-1']:.2f}% test top-1 (the record: {at['record top-1']:.2f}%). With "
+            f"every BatchNorm's statistics re-estimated at the same weights it scores "
+            f"{at['re-estimated top-1']:.2f}% ({at['change (pp)']:+.2f} pp)")
+    if before:
+        best = max(before, key=lambda r: r["re-estimated top-1"])
+        gap = best["re-estimated top-1"] - at["re-estimated top-1"]
+        text += (f", against {best['re-estimated top-1']:.2f}% at epoch {best['epoch']} re-estimated the "
+                 "same way. " + (
+                     f"That is within {COLLAPSE_PP:g} pp: the fall is BatchNorm's running statistics"
+                     f"{_kept_over(rows.get(fall_epoch - 1), at)}, not a network that forgot what it learned."
+                     if gap <= COLLAPSE_PP else
+                     f"The fall stays above {COLLAPSE_PP:g} pp: it is not (only) BatchNorm's statistics."))
+    else:
+        text += ". "
+    if others:
+        moved = max(abs(r["change (pp)"]) for r in others)
+        text += (f" At the other probed epochs ({', '.join(str(r['epoch']) for r in others)}) re-estimating "
+                 f"moved the test top-1 by at most {moved:.2f} pp.")
+    return text

@@ -1,0 +1,140 @@
+"""BatchNorm's running statistics: re-estimating them, and probing whether a fall is theirs.
+
+A BatchNorm layer normalises a training batch with that batch's own statistics and keeps running
+averages (momentum 0.1) for evaluation. While the network changes fast, as in the last epoch of the
+temperature anneal where the gates' temperature falls to 1, those averages mix activations of
+networks that no longer exist, and a test accuracy measured with them can fall although the
+network goes on fitting its training images.
+
+:func:`reestimate_bn` recomputes the statistics at fixed weights, with torch's own
+:func:`torch.optim.swa_utils.update_bn` (a cumulative average over one pass of the training images).
+:func:`probe_fall` retrains a run to the epochs around a fall and evaluates each of those states
+twice, as trained and after :func:`reestimate_bn`. The probe is kept beside the run's record
+(:data:`PROBE_FILE`): the retraining is not needed again, and an interrupted probe is finished by
+the same call.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from . import runs
+from .checkpoints import checkpoint_path, load_checkpoint
+from .config import TrainConfig
+from .data import eval_loader
+from .loop import build_model, evaluate
+from .provenance import describe_device, git_state, library_versions
+from .train import train
+
+PathLike = Union[str, Path]
+PROBE_FILE = "bn_probe.json"   # beside the run's record.json
+_SCRATCH = "checkpoints/bn-probe"  # the retraining's checkpoint and finished rows (not committed)
+
+
+def reestimate_bn(model: nn.Module, loader: Any) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose BatchNorm running statistics are the average over one
+    pass of ``loader`` at the model's fixed weights; ``model`` itself is not changed."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        update_bn(loader, model)
+    return model.eval()
+
+
+def probe_path(config: TrainConfig, runs_root: Optional[PathLike] = None) -> Path:
+    """Where the probe of run ``config`` is kept: beside its record."""
+    return runs.run_dir(config.identity(), runs_root) / PROBE_FILE
+
+
+def load_probe(config: TrainConfig, runs_root: Optional[PathLike] = None) -> Optional[Dict[str, Any]]:
+    """The stored probe of run ``config``, or None."""
+    path = probe_path(config, runs_root)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[int],
+               runs_root: Optional[PathLike] = None, *, progress: bool = False) -> Dict[str, Any]:
+    """Retrain run ``config`` (whose ``record`` is stored) to each of ``epochs`` and evaluate every
+    state on the test set as trained and after :func:`reestimate_bn` on the training images.
+
+    Returns the stored probe where there is one. The retraining follows the run's own config and
+    seed, on this machine, so a row's "as trained" number need not equal the record's (kept beside
+    it): a record made on another CPU is not bit-identical to a retraining here.
+    """
+    stored = load_probe(config, runs_root)
+    if stored is not None:
+        return stored
+    epochs = sorted(set(int(e) for e in epochs))
+    if not epochs or epochs[0] < 1 or epochs[-1] > config.epochs:
+        raise ValueError(f"epochs to probe must lie in 1..{config.epochs} (the run's epochs), got {epochs}")
+    scratch = runs.run_dir(config.identity(), runs_root) / _SCRATCH
+    start = time.perf_counter()
+    previous = torch.get_num_threads()
+    try:  # evaluated on the run's own number of threads, as it was trained
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        rows = _probe_epochs(config, record, epochs, scratch, progress)
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    git = git_state()
+    probe = {"run": runs.run_name(config.identity()), "key": config.key(), "epochs": epochs,
+             "rows": rows, "method": "torch.optim.swa_utils.update_bn over one pass of the training "
+             "images (test transform, no shuffling), the state's temperatures in place",
+             "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
+             "device": describe_device(torch.device("cpu")), "threads": threads,
+             "probe_seconds": round(time.perf_counter() - start, 1),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    runs.write_json(probe_path(config, runs_root), probe)
+    shutil.rmtree(scratch)
+    return probe
+
+
+def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[int], scratch: Path,
+                  progress: bool) -> List[Dict[str, Any]]:
+    """The probe's rows, one per epoch; each row is kept in ``scratch`` as soon as it is measured."""
+    rows_path = scratch / "rows.json"
+    done: Dict[int, Dict[str, Any]] = ({r["epoch"]: r for r in json.loads(rows_path.read_text())}
+                                       if rows_path.is_file() else {})
+    ckpt = checkpoint_path(config, scratch)
+    test, train_images = eval_loader(config), eval_loader(config, "train")
+    for epoch in epochs:
+        if epoch in done:
+            continue
+        reached = load_checkpoint(ckpt, config)["epoch"] if ckpt.is_file() else 0
+        if reached != epoch:  # a state past this epoch (rows lost after it) starts over
+            again = reached > epoch
+            train(config, scratch, resume=not again, force=again, progress=progress, verbose=True,
+                  stop_after=epoch - (0 if again else reached))
+        state = load_checkpoint(ckpt, config)
+        model = build_model(config, record["num_classes"], record["input_size"][1])
+        model.load_state_dict(state["model"])
+        done[epoch] = _probe_row(epoch, model.eval(), record, test, train_images)
+        runs.write_json(rows_path, [done[e] for e in sorted(done)])
+    return [done[e] for e in epochs]
+
+
+def _probe_row(epoch: int, model: nn.Module, record: Mapping[str, Any], test: Any,
+               train_images: Any) -> Dict[str, Any]:
+    trained = evaluate(model, test)
+    fixed = evaluate(reestimate_bn(model, train_images), test)
+    temperatures = sorted({round(float(b), 3) for n, b in model.named_buffers() if n.endswith("temperature")})
+    history = record["history"]
+    return {"epoch": epoch,
+            "record top-1": history[epoch - 1]["test_top1"] if epoch <= len(history) else None,
+            "trained top-1": round(trained["top1"], 2), "trained loss": round(trained["loss"], 3),
+            "re-estimated top-1": round(fixed["top1"], 2), "re-estimated loss": round(fixed["loss"], 3),
+            "temperatures": temperatures}
+
+
+def probe_rows(probe: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The probe's rows with the change re-estimating made (pp), for a table."""
+    return [dict(r, **{"change (pp)": round(r["re-estimated top-1"] - r["trained top-1"], 2)})
+            for r in probe["rows"]]
