@@ -410,6 +410,7 @@ def _run(call: _Call, state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any
         + (f", {context.world_size} processes ({context.backend})" if context.world_size > 1 else "")
         + ")" + (f", resuming after epoch {run.start_epoch}" if state is not None else ""))
     session_start = time.perf_counter()
+    last = config.epochs if call.stop_after is None else min(config.epochs, run.start_epoch + call.stop_after)
     for epoch in range(run.start_epoch, config.epochs):
         tic = time.perf_counter()
         fit = train_epoch(net, train_loader, run.optimizer, run.scheduler, config.schedules(), epoch,
@@ -423,7 +424,7 @@ def _run(call: _Call, state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any
         test = evaluate(run.model, test_loader, amp=config.amp, channels_last=config.channels_last,
                         context=context)
         log.history.append(_epoch_row(epoch, fit, test, time.perf_counter() - tic))
-        left = (config.epochs - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in log.history)
+        left = (last - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in log.history)  # this call's
         say(f"epoch {epoch + 1}/{config.epochs}: train loss {fit['loss']:.4f}, "
             f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
             f"{fit['images_per_s']:.0f} img/s train, {log.history[-1]['epoch_seconds']:.1f} s"

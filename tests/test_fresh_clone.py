@@ -86,6 +86,9 @@ def test_training_progress_reaches_the_reproduce_output(tmp_path, capsys):
     first_epochs = [line for line in lines if "epoch 1/2" in line]
     assert [line.split()[:2] for line in first_epochs] == [["[run", "1/2]"], ["[run", "2/2]"]]
     assert all("ETA" in line for line in first_epochs)
+    train(tiny(conv="static", epochs=4), tmp_path, stop_after=2, progress=False, verbose=True)
+    stopped = [line for line in capsys.readouterr().err.splitlines() if "train loss" in line]
+    assert "ETA" in stopped[0] and "ETA" not in stopped[1]  # the ETA of this call, which stops at 2
     out = io.StringIO()
     stream = ProgressLines(out)
     for chunk in ("noise\n[run 1/2] epoch 1/2: loss", " 0.5\n", "\rbar 50%|##\n[train] record: x\n"):
@@ -112,6 +115,22 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
     assert set(loaded) <= set(chapter_runs("quick"))  # missing_runs asks for their weights
     for key in loaded:  # committed, not only a local checkpoint
         assert weights_path(chapter_runs("quick")[key][1], root).is_file(), key
+
+
+def test_a_fresh_clone_has_chapter_04s_batchnorm_probe():
+    """Chapter 04's section 7 retrains nothing on a fresh clone: the probe of the reference run's
+    worst fall is committed beside its record, for the epochs ch04.fall_probe asks for."""
+    from fmd.bnstats import load_probe
+    from fmd.chapters.common import worst_fall
+    from fmd.profiles import runs_root
+
+    reference = ch04.reference_config("quick")
+    record = runs.load_record(reference.identity(), runs_root("quick"))
+    _, epoch = worst_fall(record["history"])
+    probe = load_probe(reference, runs_root("quick"))
+    assert probe is not None and probe["key"] == reference.key()
+    assert probe["epochs"] == [epoch - 1, epoch, epoch + 1]
+    assert ch04.fall_probe(reference, record, "quick") == probe  # the stored one, no training
 
 
 def test_reproduce_only_a_chapter_also_checks_the_runs_whose_weights_it_loads():
