@@ -27,10 +27,11 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from . import runs
-from .checkpoints import checkpoint_path, load_checkpoint
+from .attention import iter_tempered
+from .checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from .config import TrainConfig
 from .data import eval_loader
-from .loop import build_model, evaluate
+from .loop import build_model, evaluate, resolve_device
 from .provenance import describe_device, git_state, library_versions
 from .train import train
 
@@ -64,32 +65,44 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     """Retrain run ``config`` (whose ``record`` is stored) to each of ``epochs`` and evaluate every
     state on the test set as trained and after :func:`reestimate_bn` on the training images.
 
-    Returns the stored probe where there is one. The retraining follows the run's own config and
-    seed, on this machine, so a row's "as trained" number need not equal the record's (kept beside
-    it): a record made on another CPU is not bit-identical to a retraining here.
+    Returns the stored probe where there is one for these epochs of this record; a probe of other
+    epochs, or of an older record of the run, is made again. The retraining follows the run's own
+    config and seed, so a row's "trained" number is near the record's (kept beside it) but need not
+    equal it: a run with ``strategy="tune"`` times the engine's strategies when it starts and may
+    compute with others this time (equal to about 1e-6, not bit for bit), and a record made on
+    another CPU or at an older commit differs further.
     """
-    stored = load_probe(config, runs_root)
-    if stored is not None:
-        return stored
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or epochs[-1] > config.epochs:
         raise ValueError(f"epochs to probe must lie in 1..{config.epochs} (the run's epochs), got {epochs}")
+    stored = load_probe(config, runs_root)
+    if stored is not None:
+        if stored["epochs"] == epochs and stored.get("record_created") == record.get("created"):
+            return stored
+        print(f"[train] the stored BatchNorm probe of {stored['run']} is of epochs {stored['epochs']} of "
+              f"the record created {stored.get('record_created')}; probing epochs {epochs} of the record "
+              f"created {record.get('created')}", flush=True)
     scratch = runs.run_dir(config.identity(), runs_root) / _SCRATCH
+    device = resolve_device(config.device)
     start = time.perf_counter()
     previous = torch.get_num_threads()
     try:  # evaluated on the run's own number of threads, as it was trained
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        rows = _probe_epochs(config, record, epochs, scratch, progress)
+        measured = _probe_epochs(config, record, epochs, scratch, device, progress)
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
+    history = record["history"]
+    rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r}
+            for r in measured]
     git = git_state()
     probe = {"run": runs.run_name(config.identity()), "key": config.key(), "epochs": epochs,
-             "rows": rows, "method": "torch.optim.swa_utils.update_bn over one pass of the training "
-             "images (test transform, no shuffling), the state's temperatures in place",
+             "record_created": record.get("created"), "rows": rows,
+             "method": "torch.optim.swa_utils.update_bn over one pass of the training images (test "
+             "transform, no shuffling), the state's temperatures in place",
              "git_commit": git["commit"], "git_dirty": git["dirty"], "versions": library_versions(),
-             "device": describe_device(torch.device("cpu")), "threads": threads,
+             "device": describe_device(device), "threads": threads,
              "probe_seconds": round(time.perf_counter() - start, 1),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     runs.write_json(probe_path(config, runs_root), probe)
@@ -98,43 +111,49 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
 
 
 def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[int], scratch: Path,
-                  progress: bool) -> List[Dict[str, Any]]:
-    """The probe's rows, one per epoch; each row is kept in ``scratch`` as soon as it is measured."""
+                  device: torch.device, progress: bool) -> List[Dict[str, Any]]:
+    """The measured rows, one per epoch; each is kept in ``scratch`` as soon as it is measured."""
     rows_path = scratch / "rows.json"
     done: Dict[int, Dict[str, Any]] = ({r["epoch"]: r for r in json.loads(rows_path.read_text())}
                                        if rows_path.is_file() else {})
     ckpt = checkpoint_path(config, scratch)
-    test, train_images = eval_loader(config), eval_loader(config, "train")
+    test, train_images = eval_loader(config, device=device), eval_loader(config, "train", device=device)
     for epoch in epochs:
         if epoch in done:
             continue
-        reached = load_checkpoint(ckpt, config)["epoch"] if ckpt.is_file() else 0
-        if reached != epoch:  # a state past this epoch (rows lost after it) starts over
+        try:
+            reached = load_checkpoint(ckpt, config)["epoch"] if ckpt.is_file() else 0
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; or delete {scratch} to probe again from the start") from None
+        if reached != epoch:  # a state past this epoch (its row lost) is trained again from the start
             again = reached > epoch
             train(config, scratch, resume=not again, force=again, progress=progress, verbose=True,
                   stop_after=epoch - (0 if again else reached))
-        state = load_checkpoint(ckpt, config)
         model = build_model(config, record["num_classes"], record["input_size"][1])
-        model.load_state_dict(state["model"])
-        done[epoch] = _probe_row(epoch, model.eval(), record, test, train_images)
+        model.load_state_dict(load_checkpoint(ckpt, config)["model"])
+        done[epoch] = _measure(epoch, model.to(device).eval(), test, train_images)
         runs.write_json(rows_path, [done[e] for e in sorted(done)])
     return [done[e] for e in epochs]
 
 
-def _probe_row(epoch: int, model: nn.Module, record: Mapping[str, Any], test: Any,
-               train_images: Any) -> Dict[str, Any]:
+def _measure(epoch: int, model: nn.Module, test: Any, train_images: Any) -> Dict[str, Any]:
     trained = evaluate(model, test)
     fixed = evaluate(reestimate_bn(model, train_images), test)
-    temperatures = sorted({round(float(b), 3) for n, b in model.named_buffers() if n.endswith("temperature")})
-    history = record["history"]
+    temperatures: Dict[str, List[float]] = {}
+    for branch in iter_tempered(model):
+        temperatures.setdefault(branch.temperature_role, []).append(round(float(branch.temperature), 3))
     return {"epoch": epoch,
-            "record top-1": history[epoch - 1]["test_top1"] if epoch <= len(history) else None,
             "trained top-1": round(trained["top1"], 2), "trained loss": round(trained["loss"], 3),
             "re-estimated top-1": round(fixed["top1"], 2), "re-estimated loss": round(fixed["loss"], 3),
-            "temperatures": temperatures}
+            "temperatures": {role: sorted(set(values)) for role, values in sorted(temperatures.items())}}
 
 
 def probe_rows(probe: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """The probe's rows with the change re-estimating made (pp), for a table."""
-    return [dict(r, **{"change (pp)": round(r["re-estimated top-1"] - r["trained top-1"], 2)})
-            for r in probe["rows"]]
+    """The probe's rows for a table: the change re-estimating made (pp), the temperatures as text."""
+    return [dict(r, **{"change (pp)": round(r["re-estimated top-1"] - r["trained top-1"], 2),
+                       "temperatures": temperature_text(r["temperatures"])}) for r in probe["rows"]]
+
+
+def temperature_text(temperatures: Mapping[str, Sequence[float]]) -> str:
+    """A row's temperatures by role, as text: 'gate 1, kernel 34'."""
+    return ", ".join(f"{role} {'/'.join(f'{t:g}' for t in values)}" for role, values in temperatures.items())

@@ -216,14 +216,15 @@ def config_loaders(config: Any, data_root: Optional[PathLike] = None, *,
     return train_set, test_set, train_loader, test_loader
 
 
-def eval_loader(config: Any, split: str = "test", data_root: Optional[PathLike] = None) -> Loader:
+def eval_loader(config: Any, split: str = "test", data_root: Optional[PathLike] = None, *,
+                device: Union[str, torch.device] = "cpu") -> Loader:
     """A deterministic loader over the config's ``split`` ("train" or "test") images, with the
     run's test transform (no augmentation, no shuffling): what evaluation sees of a run's images."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    train_set, test_set, _, loader = config_loaders(config, data_root)
+    train_set, test_set, _, loader = config_loaders(config, data_root, device=device)
     if split == "train":  # the training images through the test transform
         _, loader = make_loaders(train_set, train_set, config.batch_size, transform=config.transform,
                                  eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
-                                 seed=config.seed)
+                                 device=device, seed=config.seed)
     return loader

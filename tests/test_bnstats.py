@@ -8,7 +8,9 @@ from torch import nn
 import fmd.bnstats as bnstats
 from fmd import runs
 from fmd.bnstats import PROBE_FILE, load_probe, probe_fall, probe_rows, reestimate_bn
+from fmd.checkpoints import CheckpointError
 from fmd.checkpoints import checkpoint_path, load_checkpoint
+from fmd.chapters import ch04_temperature_and_k as ch04
 from fmd.data import eval_loader
 from fmd.loop import build_model, evaluate
 from fmd.train import make_config, train
@@ -45,17 +47,17 @@ def test_probe_retrains_the_run_and_evaluates_each_state_both_ways(tmp_path):
     config = tiny()
     record = train(config, tmp_path / "runs", progress=False)
     threads = torch.get_num_threads()
-    probe = probe_fall(config, record, [2, 1], tmp_path / "runs")
+    probe = probe_fall(config, record, [3, 2], tmp_path / "runs")  # the last epoch too
 
     assert probe["threads"] == config.threads == 1 and torch.get_num_threads() == threads
-
-    assert probe["epochs"] == [1, 2] and [r["epoch"] for r in probe["rows"]] == [1, 2]
-    assert probe["key"] == config.key()
+    assert probe["epochs"] == [2, 3] and [r["epoch"] for r in probe["rows"]] == [2, 3]
+    assert probe["key"] == config.key() and probe["record_created"] == record["created"]
     path = runs.run_dir(config.identity(), tmp_path / "runs") / PROBE_FILE
     assert json.loads(path.read_text()) == probe == load_probe(config, tmp_path / "runs")
     assert not (path.parent / "checkpoints" / "bn-probe").exists()  # the retraining is removed
+    assert runs.list_records(tmp_path / "runs") == [record]  # the retraining left no record
     # On the CPU the retraining reproduces the run: its state after epoch 2 is the record's.
-    row = probe["rows"][1]
+    row = probe["rows"][0]
     assert row["trained top-1"] == pytest.approx(record["history"][1]["test_top1"], abs=0.01)
     assert row["record top-1"] == record["history"][1]["test_top1"]
     # ... and the re-estimated number is that state evaluated after reestimate_bn.
@@ -65,36 +67,67 @@ def test_probe_retrains_the_run_and_evaluates_each_state_both_ways(tmp_path):
     model.load_state_dict(load_checkpoint(checkpoint_path(config, again), config)["model"])
     fixed = evaluate(reestimate_bn(model, eval_loader(config, "train")), eval_loader(config))
     assert row["re-estimated top-1"] == pytest.approx(fixed["top1"], abs=0.01)
-    assert row["temperatures"] == sorted({round(float(b), 3) for n, b in model.named_buffers()
-                                          if n.endswith("temperature")})
+    gates = sorted({round(float(b), 3) for n, b in model.named_buffers() if n.endswith("temperature")
+                    and "kernel" not in n})
+    assert set(row["temperatures"]) == {"gate", "kernel"} and row["temperatures"]["gate"] == gates
     table = probe_rows(probe)
     change = row["re-estimated top-1"] - row["trained top-1"]
-    assert table[1]["change (pp)"] == pytest.approx(change, abs=0.011)
+    assert table[0]["change (pp)"] == pytest.approx(change, abs=0.011)
+    assert table[0]["temperatures"].startswith("gate ") and ", kernel 34" in table[0]["temperatures"]
 
 
 def test_a_stored_probe_is_returned_and_an_interrupted_one_finished(tmp_path, monkeypatch):
     config = tiny()
     record = train(config, tmp_path, progress=False)
-    real = bnstats._probe_row
+    real = bnstats._measure
     calls = []
 
-    def row_then_crash(epoch, *args):
+    def measure_then_crash(epoch, *args):
         calls.append(epoch)
         if epoch == 2:
             raise KeyboardInterrupt
         return real(epoch, *args)
 
-    monkeypatch.setattr(bnstats, "_probe_row", row_then_crash)
+    monkeypatch.setattr(bnstats, "_measure", measure_then_crash)
     with pytest.raises(KeyboardInterrupt):
         probe_fall(config, record, [1, 2], tmp_path)
     assert load_probe(config, tmp_path) is None
-    monkeypatch.setattr(bnstats, "_probe_row", lambda epoch, *args: calls.append(epoch) or real(epoch, *args))
+    monkeypatch.setattr(bnstats, "_measure", lambda epoch, *args: calls.append(epoch) or real(epoch, *args))
     probe = probe_fall(config, record, [1, 2], tmp_path)
     assert calls == [1, 2, 2]  # epoch 1's row was kept, epoch 2 measured again
     assert [r["epoch"] for r in probe["rows"]] == [1, 2]
 
     monkeypatch.setattr(bnstats, "train", lambda *a, **k: pytest.fail("a stored probe retrained"))
     assert probe_fall(config, record, [1, 2], tmp_path) == probe
+
+
+def test_a_stale_probe_is_made_again_and_a_state_past_the_epoch_starts_over(tmp_path, capsys):
+    config = tiny()
+    record = train(config, tmp_path, progress=False)
+    first = probe_fall(config, record, [2], tmp_path)
+    # Other epochs of the same record: probed again. The scratch checkpoint is at epoch 2 after the
+    # first row, so epoch 1 is trained again from the start.
+    scratch = runs.run_dir(config.identity(), tmp_path) / "checkpoints" / "bn-probe"
+    train(config, scratch, stop_after=2, progress=False)
+    probe = probe_fall(config, record, [1], tmp_path)
+    assert "the stored BatchNorm probe" in capsys.readouterr().out
+    assert probe["epochs"] == [1] and load_probe(config, tmp_path) == probe
+    assert probe["rows"][0]["trained top-1"] == pytest.approx(record["history"][0]["test_top1"], abs=0.01)
+    # A newer record of the run: probed again too.
+    newer = dict(record, created="2099-01-01T00:00:00Z")
+    assert probe_fall(config, newer, [2], tmp_path)["rows"] == first["rows"]
+    assert load_probe(config, tmp_path)["record_created"] == "2099-01-01T00:00:00Z"
+
+
+def test_a_damaged_scratch_checkpoint_names_the_folder_to_delete(tmp_path):
+    config = tiny()
+    record = train(config, tmp_path, progress=False)
+    scratch = runs.run_dir(config.identity(), tmp_path) / "checkpoints" / "bn-probe"
+    path = checkpoint_path(config, scratch)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"or delete {scratch} to probe again from the start"):
+        probe_fall(config, record, [1], tmp_path)
 
 
 @pytest.mark.parametrize("epochs", [[], [0, 1], [4]])
@@ -104,27 +137,41 @@ def test_probe_epochs_outside_the_run_are_refused(tmp_path, epochs):
         probe_fall(config, {"history": []}, epochs, tmp_path)
 
 
-def _probe(rows):
-    names = ("epoch", "record top-1", "trained top-1", "re-estimated top-1", "temperatures")
-    return {"rows": [dict(zip(names, r + ([1.0, 34.0] if r[0] > 2 else [10.667, 34.0],))) for r in rows]}
+def _probe(rows, device="cpu: test"):
+    names = ("epoch", "record top-1", "trained top-1", "re-estimated top-1")
+    gates = {1: [30.0], 2: [10.667], 3: [1.0], 4: [1.0]}
+    return {"device": device, "rows": [
+        dict(zip(names, r), temperatures={"gate": gates[r[0]], "kernel": [34.0]}) for r in rows]}
 
 
-def test_the_reading_says_whether_re_estimating_removes_the_fall():
-    from fmd.chapters.ch04_temperature_and_k import fall_probe_reading
+def test_the_reading_says_how_much_of_the_fall_re_estimating_recovers():
     rows = [(2, 83.6, 83.9, 84.1), (3, 67.1, 68.7, 83.9), (4, 83.6, 85.8, 85.9)]
-    removed = fall_probe_reading(_probe(rows), 3)
-    assert "falls at epoch 3 as its record did: 68.70% test top-1 (the record: 67.10%)" in removed
-    assert "83.90% (+15.20 pp), against 84.10% at epoch 2" in removed
-    assert ("the fall is BatchNorm's running statistics (averaged over the epoch in which the layers' "
-            "temperatures went from 10.667, 34 to 1, 34), not a network") in removed
-    assert "epochs (2, 4) re-estimating moved the test top-1 by at most 0.20 pp." in removed
-    kept = fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 60.0)]), 3)
-    assert "The fall stays above 10 pp: it is not (only) BatchNorm's statistics." in kept
-    assert "BatchNorm's running statistics, averaged" not in kept
+    removed = ch04.fall_probe_reading(_probe(rows), 3)
+    assert removed.startswith("**Reading.** Retrained (cpu: test), the run scores 68.70% test top-1 at "
+                              "epoch 3 against 83.90% at epoch 2 (its record: 67.10% at epoch 3).")
+    assert ("it scores 83.90% (+15.20 pp), against 84.10% at epoch 2 re-estimated the same way: 0.20 pp of "
+            "the 15.20 pp fall remain.") in removed
+    assert ("the fall is BatchNorm's running statistics (running averages kept while the gate temperature "
+            "went from 10.667 to 1), not weights") in removed
+    assert removed.endswith("At the other probed epochs (2, 4) re-estimating moved the test top-1 by at most "
+                            "0.20 pp.")
+    part = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 75.0)]), 3)
+    assert "9.10 pp of the 42.90 pp fall remain" in part
+    assert "the 9.10 pp that remain are not BatchNorm's statistics" in part
+    assert "running statistics (" not in part and "other probed epoch (2)" in part
+    kept = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 40.0)]), 3)
+    assert "Re-estimating does not recover it" in kept
+
+
+def test_the_reading_says_when_the_retraining_does_not_fall():
+    text = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 60.0, 83.5, 83.6)]), 3)
+    assert text.endswith("It does not fall by more than 10 pp this time: the probe cannot test the fall.")
+    assert "BatchNorm's running statistics" not in text
+    with pytest.raises(ValueError, match=r"the probe has epochs \[2, 3\], not the fall's epoch 4"):
+        ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 60.0, 83.5, 83.6)]), 4)
 
 
 def test_fall_probe_probes_around_the_worst_fall_only(tmp_path, monkeypatch):
-    from fmd.chapters import ch04_temperature_and_k as ch04
     config = tiny(epochs=6)
     asked = []
     monkeypatch.setattr(ch04, "probe_fall", lambda c, r, epochs, root, progress: asked.append(epochs) or "p")
@@ -139,8 +186,5 @@ def test_fall_probe_probes_around_the_worst_fall_only(tmp_path, monkeypatch):
 
 
 def test_the_reading_names_a_temperature_change_only_where_there_was_one():
-    from fmd.chapters.ch04_temperature_and_k import fall_probe_reading
-    rows = [{"epoch": e, "record top-1": t, "trained top-1": t, "re-estimated top-1": 84.0 + e,
-             "temperatures": [1.0, 34.0]} for e, t in ((3, 84.0), (4, 60.0))]
-    text = fall_probe_reading({"rows": rows}, 4)
-    assert "the fall is BatchNorm's running statistics, not a network" in text
+    text = ch04.fall_probe_reading(_probe([(3, 84.0, 84.0, 87.0), (4, 60.0, 60.0, 88.0)]), 4)
+    assert "the fall is BatchNorm's running statistics, not weights" in text

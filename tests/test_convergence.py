@@ -255,6 +255,8 @@ def test_worst_fall_is_the_largest_drop_below_the_best_earlier_epoch_and_the_rea
             "-0.200 over the fall), ResNet-34 FMDConv by 65.00 pp at epoch 3 (training loss +0.200 over the "
             "fall), ResNet-50 FMDConv by 65.00 pp at epoch 3 (training loss -0.100 over the fall). Over 2 of "
             "these 3 falls the training loss went down") in text
+    assert text.endswith("Chapter 04 (section 7) tests, on the worst fall of its reference run, whether a "
+                         "fall like this is the network or BatchNorm's running statistics.")
     rose = {(34, "fmdconv"): records[(34, "fmdconv")]}
     assert ch08.backbone_reading(ch08.backbone_rows(rose)).endswith(
         "Over each of these falls the training loss rose too.")

@@ -273,8 +273,8 @@ def record_matches(record: Mapping[str, Any], config: TrainConfig) -> bool:
 def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     """A sentence naming the rows whose worst fall (:data:`WORST_FALL`) exceeds :data:`COLLAPSE_PP`:
     they fell on the way, which a final number does not show where the run recovered; and, from
-    :data:`FALL_LOSS`, over how many of those falls the training loss went down ('' where none
-    fell)."""
+    :data:`FALL_LOSS`, over how many of those falls the training loss went down, and where it did, a
+    pointer to chapter 04's BatchNorm probe of such a fall ('' where none fell)."""
     fell = [r for r in rows if (r.get(WORST_FALL) or 0.0) > COLLAPSE_PP]
     if not fell:
         return ""
@@ -291,7 +291,8 @@ def collapsed(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     if still:
         text += (f" Over {len(still)} of these {len(known)} falls the training loss went down (from the "
                  "best epoch before to the bottom): those networks went on fitting their training images "
-                 "while their test accuracy fell.")
+                 "while their test accuracy fell. Chapter 04 (section 7) tests, on the worst fall of its "
+                 "reference run, whether a fall like this is the network or BatchNorm's running statistics.")
     elif known:
         text += " Over each of these falls the training loss rose too."
     return text
