@@ -74,6 +74,7 @@ def test_probe_retrains_the_run_and_evaluates_each_state_both_ways(tmp_path):
     change = row["re-estimated top-1"] - row["trained top-1"]
     assert table[0]["change (pp)"] == pytest.approx(change, abs=0.011)
     assert table[0]["temperatures"].startswith("gate ") and ", kernel 34" in table[0]["temperatures"]
+    assert set(ch04.PROBE_COLUMNS) <= set(table[0])
 
 
 def test_a_stored_probe_is_returned_and_an_interrupted_one_finished(tmp_path, monkeypatch):
@@ -157,7 +158,10 @@ def test_the_reading_says_how_much_of_the_fall_re_estimating_recovers():
                             "0.20 pp.")
     part = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 75.0)]), 3)
     assert "9.10 pp of the 42.90 pp fall remain" in part
-    assert "the 9.10 pp that remain are not BatchNorm's statistics" in part
+    assert ("Re-estimating recovers most of the fall: BatchNorm's statistics explain it in part, and the "
+            "9.10 pp that remain they do not explain.") in part
+    less = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 60.0)]), 3)
+    assert "Re-estimating recovers part of the fall" in less
     assert "running statistics (" not in part and "other probed epoch (2)" in part
     kept = ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 40.0, 41.0, 40.0)]), 3)
     assert "Re-estimating does not recover it" in kept

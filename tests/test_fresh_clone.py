@@ -117,20 +117,28 @@ def test_a_fresh_clone_finds_every_quick_run_and_the_weights_it_loads():
         assert weights_path(chapter_runs("quick")[key][1], root).is_file(), key
 
 
-def test_a_fresh_clone_has_chapter_04s_batchnorm_probe():
-    """Chapter 04's section 7 retrains nothing on a fresh clone: the probe of the reference run's
-    worst fall is committed beside its record, for the epochs ch04.fall_probe asks for."""
+def _probed_runs():
+    from fmd.chapters import ch08_paper_figures as ch08
+    return {"04": ch04.reference_config("quick"),
+            "08": ch08.backbone_configs("quick", (50,), ("fmdconv",), 0)[(50, "fmdconv")]}
+
+
+@pytest.mark.parametrize("chapter", ["04", "08"])
+def test_a_fresh_clone_has_the_batchnorm_probes_the_chapters_read(chapter):
+    """Chapter 04's section 7 (its reference run) and chapter 08's anneal section (the backbone
+    table's FMDConv ResNet-50) retrain nothing on a fresh clone: the probe of each run's worst fall
+    is committed beside its record, for the epochs ch04.fall_probe asks for."""
     from fmd.bnstats import load_probe
     from fmd.chapters.common import worst_fall
     from fmd.profiles import runs_root
 
-    reference = ch04.reference_config("quick")
-    record = runs.load_record(reference.identity(), runs_root("quick"))
+    config = _probed_runs()[chapter]
+    record = runs.load_record(config.identity(), runs_root("quick"))
     _, epoch = worst_fall(record["history"])
-    probe = load_probe(reference, runs_root("quick"))
-    assert probe is not None and probe["key"] == reference.key()
+    probe = load_probe(config, runs_root("quick"))
+    assert probe is not None and probe["key"] == config.key()
     assert probe["epochs"] == [epoch - 1, epoch, epoch + 1]
-    assert ch04.fall_probe(reference, record, "quick") == probe  # the stored one, no training
+    assert ch04.fall_probe(config, record, "quick") == probe  # the stored one, no training
 
 
 def test_reproduce_only_a_chapter_also_checks_the_runs_whose_weights_it_loads():

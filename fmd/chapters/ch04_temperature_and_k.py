@@ -14,7 +14,7 @@ import numpy as np
 from torch import Tensor
 
 from .. import runs
-from ..bnstats import probe_fall, probe_rows  # noqa: F401 (probe_rows: the notebook's table)
+from ..bnstats import probe_fall, probe_rows  # noqa: F401 (probe_rows: the notebooks' tables)
 from ..data import eval_loader
 from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
@@ -382,8 +382,11 @@ def fall_probe(config: TrainConfig, record: Record, profile: str, *,
     return probe_fall(config, record, epochs, runs_root(profile), progress=progress)
 
 
+# The columns of a probe's table (ch04.probe_rows), in chapters 04 and 08
+PROBE_COLUMNS = ["epoch", "temperatures", "record top-1", "trained top-1", "trained loss",
+                 "re-estimated top-1", "re-estimated loss", "change (pp)"]
 # A fall that re-estimating BatchNorm's statistics brings back to within this many pp of the best probed
-# epoch before it (re-estimated the same way) is called BatchNorm's; a larger rest is not.
+# epoch before it (re-estimated the same way) is called BatchNorm's; a larger rest, only partly so.
 RECOVERED_PP = 1.0
 
 
@@ -429,8 +432,8 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
         text += (f"That is within {RECOVERED_PP:g} pp: the fall is BatchNorm's running statistics"
                  f"{_kept_over(rows.get(fall_epoch - 1), at)}, not weights that lost what they had learned.")
     elif recovered > 0:
-        text += (f"Re-estimating recovers part of the fall; the {left:.2f} pp that remain are not "
-                 "BatchNorm's statistics.")
+        text += (f"Re-estimating recovers {'most' if recovered > left else 'part'} of the fall: BatchNorm's "
+                 f"statistics explain it in part, and the {left:.2f} pp that remain they do not explain.")
     else:
         text += "Re-estimating does not recover it: the fall is not BatchNorm's statistics."
     others = [r for e, r in rows.items() if e != fall_epoch]
