@@ -148,12 +148,22 @@ def _measure(epoch: int, model: nn.Module, test: Any, train_images: Any) -> Dict
             "temperatures": {role: sorted(set(values)) for role, values in sorted(temperatures.items())}}
 
 
+def change(row: Mapping[str, Any]) -> float:
+    """What re-estimating did to a probe row's test top-1 (pp)."""
+    return row["re-estimated top-1"] - row["trained top-1"]
+
+
 def probe_rows(probe: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """The probe's rows for a table: the change re-estimating made (pp), the temperatures as text."""
-    return [dict(r, **{"change (pp)": round(r["re-estimated top-1"] - r["trained top-1"], 2),
+    return [dict(r, **{"change (pp)": round(change(r), 2),
                        "temperatures": temperature_text(r["temperatures"])}) for r in probe["rows"]]
+
+
+def values_text(values: Sequence[float]) -> str:
+    """One role's temperatures in a row, as text: '1', or '10.667/34' where the layers differ."""
+    return "/".join(f"{t:g}" for t in values)
 
 
 def temperature_text(temperatures: Mapping[str, Sequence[float]]) -> str:
     """A row's temperatures by role, as text: 'gate 1, kernel 34'."""
-    return ", ".join(f"{role} {'/'.join(f'{t:g}' for t in values)}" for role, values in temperatures.items())
+    return ", ".join(f"{role} {values_text(values)}" for role, values in temperatures.items())

@@ -14,7 +14,8 @@ import numpy as np
 from torch import Tensor
 
 from .. import runs
-from ..bnstats import probe_fall, probe_rows  # noqa: F401 (probe_rows: the notebooks' tables)
+from ..bnstats import change, probe_fall, values_text
+from ..bnstats import probe_rows  # noqa: F401 (the notebooks' tables)
 from ..data import eval_loader
 from ..profiles import ablation_config, get_profile, runs_root
 from ..fold import fold_kernel_attention
@@ -395,8 +396,8 @@ def _kept_over(before: Optional[Mapping[str, Any]], at: Mapping[str, Any]) -> st
     whose temperatures changed between the two rows ('' where none did)."""
     if before is None:
         return ""
-    changed = [f"the {role} temperature went from {'/'.join(f'{t:g}' for t in before['temperatures'][role])} "
-               f"to {'/'.join(f'{t:g}' for t in values)}"
+    changed = [f"the {role} temperature went from {values_text(before['temperatures'][role])} "
+               f"to {values_text(values)}"
                for role, values in at["temperatures"].items() if before["temperatures"].get(role) != values]
     return f" (running averages kept while {' and '.join(changed)})" if changed else ""
 
@@ -420,7 +421,7 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
     if fall <= COLLAPSE_PP:
         return head + (f" It does not fall by more than {COLLAPSE_PP:g} pp this time: the probe cannot test "
                        "the fall.")
-    recovered = at["re-estimated top-1"] - at["trained top-1"]
+    recovered = change(at)
     best_fixed = max(before, key=lambda r: r["re-estimated top-1"])
     left = best_fixed["re-estimated top-1"] - at["re-estimated top-1"]
     text = (head + f" With every BatchNorm's statistics re-estimated at the same weights it scores "
@@ -438,7 +439,7 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
         text += "Re-estimating does not recover it: the fall is not BatchNorm's statistics."
     others = [r for e, r in rows.items() if e != fall_epoch]
     if others:
-        moved = max(abs(r["re-estimated top-1"] - r["trained top-1"]) for r in others)
+        moved = max(abs(change(r)) for r in others)
         text += (f" At the other probed epoch{'s' if len(others) > 1 else ''} "
                  f"({', '.join(str(r['epoch']) for r in others)}) re-estimating moved the test top-1 by at "
                  f"most {moved:.2f} pp.")
