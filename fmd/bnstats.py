@@ -33,6 +33,7 @@ from .config import TrainConfig
 from .data import eval_loader
 from .loop import build_model, evaluate, resolve_device
 from .provenance import describe_device, git_state, library_versions
+from .timing import torch_threads
 from .train import train
 
 PathLike = Union[str, Path]
@@ -85,14 +86,8 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     scratch = runs.run_dir(config.identity(), runs_root) / _SCRATCH
     device = resolve_device(config.device)
     start = time.perf_counter()
-    previous = torch.get_num_threads()
-    try:  # evaluated on the run's own number of threads, as it was trained
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
+    with torch_threads(config.threads) as threads:  # evaluated on the run's threads, as it was trained
         measured = _probe_epochs(config, record, epochs, scratch, device, progress)
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
     history = record["history"]
     rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r}
             for r in measured]

@@ -8,11 +8,12 @@ shared machine hits every one alike; a function's time is the median of its roun
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,20 @@ from .precision import autocast, sync
 
 K = TypeVar("K", bound=Hashable)
 Timer = Callable[[int], Sequence[float]]  # runs n times, returns the seconds of each run
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[int]:
+    """Run the block on ``threads`` of torch's intra-op threads (None: leave them), restoring the
+    previous count afterwards; yields the count in force. Training, timing and the BatchNorm probe
+    all set a run's threads this one way."""
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_runs(fn: Callable[[], object], repeats: int,
@@ -98,17 +113,12 @@ def interleaved_times(fns: Mapping[K, Callable[[], object]], *, rounds: int = 1,
     untimed; ``threads`` sets torch's threads for the measurement, restored afterwards."""
     if warmup < 0:
         raise ValueError(f"need warmup >= 0, got {warmup}")
-    previous = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         for fn in fns.values():
             time_runs(fn, warmup, synchronize)
         return timed_rounds({name: partial(time_runs, fn, synchronize=synchronize)
                              for name, fn in fns.items()}, rounds=rounds, repeats=repeats,
                             rotate=rotate)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def median_time(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 20,

@@ -38,6 +38,7 @@ from .loop import (NonFiniteLossError, build_model, evaluate, lr_factor, resolve
 from .precision import to_channels_last
 from .provenance import git_state
 from .record import RunLog, make_record, measure_kernel_entropy
+from .timing import torch_threads
 
 __all__ = ["TrainConfig", "make_config", "RECIPES", "train", "train_all", "load_trained",
            "CheckpointError", "NonFiniteLossError", "checkpoint_path", "weights_path", "save_weights",
@@ -103,16 +104,13 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
     if workers is None:
         workers = min(8, max(1, available_cores() // config.world_size))
 
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     try:
-        call = _Call(config, ckpt_path, runs_root, data_root, progress and context.main,
-                     (progress if verbose is None else verbose) and context.main, download,
-                     stop_after, context, workers)
-        return _run(call, state)
+        with torch_threads(config.threads):
+            call = _Call(config, ckpt_path, runs_root, data_root, progress and context.main,
+                         (progress if verbose is None else verbose) and context.main, download,
+                         stop_after, context, workers)
+            return _run(call, state)
     finally:
-        torch.set_num_threads(previous_threads)
         distributed.teardown(context)
 
 
@@ -147,14 +145,14 @@ def train_all(configs: Mapping[Name, TrainConfig], runs_root: Optional[PathLike]
 
 def _train_tagged(config: TrainConfig, runs_root: Optional[PathLike], checkpoints: bool, tag: str,
                   options: Dict[str, Any], threads: Optional[int] = None) -> Dict[str, Any]:
-    """One run of :func:`train_all`, its progress lines tagged ``tag``."""
-    if threads is not None and config.threads is None:
-        torch.set_num_threads(threads)
+    """One run of :func:`train_all`, its progress lines tagged ``tag``, on ``threads`` (a run's own
+    ``threads`` set in its config override them)."""
     token = PROGRESS_TAG.set(tag)
     try:
-        if checkpoints:
-            return _train_with_weights(config, runs_root, **options)
-        return train(config, runs_root, resume=True, **options)
+        with torch_threads(threads):
+            if checkpoints:
+                return _train_with_weights(config, runs_root, **options)
+            return train(config, runs_root, resume=True, **options)
     finally:
         PROGRESS_TAG.reset(token)
 

@@ -137,6 +137,20 @@ def test_interleaved_times_rounds_rotation_and_threads_restored():
         interleaved_times(fns, rounds=0)
 
 
+def test_torch_threads_sets_the_count_and_restores_it_after_an_error():
+    from fmd.timing import torch_threads
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(other) as inside:
+            assert inside == torch.get_num_threads() == other
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(None) as inside:  # None leaves the count as it is
+        assert inside == before
+
+
 def test_round_times_report_the_median_of_round_medians_and_their_range():
     from fmd.timing import timed_rounds
 
