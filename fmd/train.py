@@ -422,7 +422,9 @@ def _run(call: _Call, state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any
         test = evaluate(run.model, test_loader, amp=config.amp, channels_last=config.channels_last,
                         context=context)
         log.history.append(_epoch_row(epoch, fit, test, time.perf_counter() - tic))
-        left = (last - epoch - 1) * statistics.mean(h["epoch_seconds"] for h in log.history)  # this call's
+        # This call's epochs left at the median epoch time: an epoch stalled by a suspended process
+        # (seen here: 7313 s among 50-s epochs) would otherwise inflate every later ETA.
+        left = (last - epoch - 1) * statistics.median(h["epoch_seconds"] for h in log.history)
         say(f"epoch {epoch + 1}/{config.epochs}: train loss {fit['loss']:.4f}, "
             f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}%, "
             f"{fit['images_per_s']:.0f} img/s train, {log.history[-1]['epoch_seconds']:.1f} s"
