@@ -31,7 +31,7 @@ from .attention import iter_tempered
 from .checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from .config import TrainConfig
 from .data import eval_loader
-from .loop import build_model, evaluate, resolve_device
+from .loop import build_model, evaluate, resolve_device, set_strategies
 from .provenance import describe_device, git_state, library_versions
 from .timing import torch_threads
 from .train import train
@@ -71,7 +71,8 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     config and seed, so a row's "trained" number is near the record's (kept beside it) but need not
     equal it: a run with ``strategy="tune"`` times the engine's strategies when it starts and may
     compute with others this time (equal to about 1e-6, not bit for bit), and a record made on
-    another CPU or at an older commit differs further.
+    another CPU or at an older commit differs further. Each row keeps the engine strategies the
+    retraining computed with, and whether they are the run's (``"strategies as run"``).
     """
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or epochs[-1] > config.epochs:
@@ -89,8 +90,9 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     with torch_threads(config.threads) as threads:  # evaluated on the run's threads, as it was trained
         measured = _probe_epochs(config, record, epochs, scratch, device, progress)
     history = record["history"]
-    rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r}
-            for r in measured]
+    rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r,
+             **({"strategies as run": r["strategies"] == record.get("strategies")} if "strategies" in r
+                else {})} for r in measured]  # a row kept by an older probe lacks them
     git = git_state()
     probe = {"run": runs.run_name(config.identity()), "key": config.key(), "epochs": epochs,
              "record_created": record.get("created"), "rows": rows,
@@ -124,9 +126,12 @@ def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequen
             again = reached > epoch
             train(config, scratch, resume=not again, force=again, progress=progress, verbose=True,
                   stop_after=epoch - (0 if again else reached))
+        state = load_checkpoint(ckpt, config)
         model = build_model(config, record["num_classes"], record["input_size"][1])
-        model.load_state_dict(load_checkpoint(ckpt, config)["model"])
-        done[epoch] = _measure(epoch, model.to(device).eval(), test, train_images)
+        model.load_state_dict(state["model"])
+        set_strategies(model, state["strategies"])  # evaluated as the retraining computed
+        done[epoch] = dict(_measure(epoch, model.to(device).eval(), test, train_images),
+                           strategies=state["strategies"])
         runs.write_json(rows_path, [done[e] for e in sorted(done)])
     return [done[e] for e in epochs]
 

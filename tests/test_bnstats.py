@@ -75,6 +75,8 @@ def test_probe_retrains_the_run_and_evaluates_each_state_both_ways(tmp_path):
     assert table[0]["change (pp)"] == pytest.approx(change, abs=0.011)
     assert table[0]["temperatures"].startswith("gate ") and ", kernel 34" in table[0]["temperatures"]
     assert set(ch04.PROBE_COLUMNS) <= set(table[0])
+    # Each row keeps the engine strategies the retraining computed with: on one CPU, the run's.
+    assert all(r["strategies"] == record["strategies"] and r["strategies as run"] for r in probe["rows"])
 
 
 def test_a_stored_probe_is_returned_and_an_interrupted_one_finished(tmp_path, monkeypatch):
@@ -173,6 +175,21 @@ def test_the_reading_says_when_the_retraining_does_not_fall():
     assert "BatchNorm's running statistics" not in text
     with pytest.raises(ValueError, match=r"the probe has epochs \[2, 3\], not the fall's epoch 4"):
         ch04.fall_probe_reading(_probe([(2, 83.6, 83.9, 84.1), (3, 60.0, 83.5, 83.6)]), 4)
+
+
+def test_the_reading_says_whether_the_retraining_computed_with_the_run_s_strategies():
+    rows = [(2, 83.6, 83.9, 84.1), (3, 67.1, 68.7, 83.9), (4, 83.6, 85.8, 85.9)]
+    old = ch04.fall_probe_reading(_probe(rows), 3)
+    assert "strategies" not in old  # a probe made before they were kept says nothing
+    probe = _probe(rows)
+    for row in probe["rows"]:
+        row["strategies as run"] = True
+    assert ch04.fall_probe_reading(probe, 3).endswith(
+        "0.20 pp. The retraining computed with the run's own engine strategies at every probed epoch.")
+    probe["rows"][1]["strategies as run"] = probe["rows"][2]["strategies as run"] = False
+    assert ch04.fall_probe_reading(probe, 3).endswith(
+        "0.20 pp. At epochs 3, 4 the retraining computed with other engine strategies than the run (they "
+        "agree to about 1e-6, not bit for bit).")
 
 
 def test_fall_probe_probes_around_the_worst_fall_only(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -443,4 +443,17 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
         text += (f" At the other probed epoch{'s' if len(others) > 1 else ''} "
                  f"({', '.join(str(r['epoch']) for r in others)}) re-estimating moved the test top-1 by at "
                  f"most {moved:.2f} pp.")
-    return text
+    return text + _strategies_sentence(rows.values())
+
+
+def _strategies_sentence(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Whether the probe's retraining computed with the run's engine strategies (probes made before
+    they were kept say nothing)."""
+    rows = [r for r in rows if "strategies as run" in r]
+    other = [str(r["epoch"]) for r in rows if not r["strategies as run"]]
+    if not rows:
+        return ""
+    if not other:
+        return " The retraining computed with the run's own engine strategies at every probed epoch."
+    return (f" At epoch{'s' if len(other) > 1 else ''} {', '.join(other)} the retraining computed with other "
+            "engine strategies than the run (they agree to about 1e-6, not bit for bit).")
