@@ -68,11 +68,13 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
 
     Returns the stored probe where there is one for these epochs of this record; a probe of other
     epochs, or of an older record of the run, is made again. The retraining follows the run's own
-    config and seed, so a row's "trained" number is near the record's (kept beside it) but need not
-    equal it: a run with ``strategy="tune"`` times the engine's strategies when it starts and may
-    compute with others this time (equal to about 1e-6, not bit for bit), and a record made on
-    another CPU or at an older commit differs further. Each row keeps the engine strategies the
-    retraining computed with, and whether they are the run's (``"strategies as run"``).
+    config and seed, and computes with the engine strategies its record names (``tune`` would time
+    them again and may pick others, equal to about 1e-6 but not bit for bit: around the collapse of
+    chapter 08's FMDConv ResNet-50, two retrainings that tuned anew differed by up to 40 pp of test
+    top-1 at one epoch). A row's "trained" number is
+    then the record's (kept beside it) where the record was made on this CPU at a commit that trains
+    alike, and near it otherwise. Each row keeps the strategies the retraining computed with, and
+    whether they are the run's (``"strategies as run"``).
     """
     epochs = sorted(set(int(e) for e in epochs))
     if not epochs or epochs[0] < 1 or epochs[-1] > config.epochs:
@@ -125,7 +127,7 @@ def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequen
         if reached != epoch:  # a state past this epoch (its row lost) is trained again from the start
             again = reached > epoch
             train(config, scratch, resume=not again, force=again, progress=progress, verbose=True,
-                  stop_after=epoch - (0 if again else reached))
+                  stop_after=epoch - (0 if again else reached), strategies=record.get("strategies"))
         state = load_checkpoint(ckpt, config)
         model = build_model(config, record["num_classes"], record["input_size"][1])
         model.load_state_dict(state["model"])

@@ -55,7 +55,8 @@ PROGRESS_TAG = contextvars.ContextVar("PROGRESS_TAG", default="[train]")
 def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
           data_root: Optional[PathLike] = None, force: bool = False, resume: bool = False,
           progress: bool = True, verbose: Optional[bool] = None, download: bool = False,
-          stop_after: Optional[int] = None, workers: Optional[int] = None) -> Optional[Dict[str, Any]]:
+          stop_after: Optional[int] = None, workers: Optional[int] = None,
+          strategies: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, Any]]:
     """Train (or fetch) the run ``config`` describes and return its record.
 
     * A finished run's stored record is returned without training, unless ``force``.
@@ -69,6 +70,10 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
       core of this process's share); the in-memory sets need none.
     * ``config.world_size`` > 1: one of the processes ``torchrun --nproc_per_node N`` started (one
       per device, DistributedDataParallel); only rank 0 writes the checkpoint and the record.
+    * ``strategies`` (layer name → engine strategy, as a record's ``"strategies"``): a run started
+      here computes with them instead of ``config.strategy``, so a retraining of a stored run
+      computes as it did (``tune`` may pick others on another day, and a run that falls apart
+      amplifies their 1e-6 differences); a resumed run keeps its checkpoint's.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (see make_config), got {type(config).__name__}")
@@ -108,7 +113,7 @@ def train(config: TrainConfig, runs_root: Optional[PathLike] = None, *,
         with torch_threads(config.threads):
             call = _Call(config, ckpt_path, runs_root, data_root, progress and context.main,
                          (progress if verbose is None else verbose) and context.main, download,
-                         stop_after, context, workers)
+                         stop_after, context, workers, dict(strategies or {}))
             return _run(call, state)
     finally:
         distributed.teardown(context)
@@ -296,6 +301,7 @@ class _Call:
     stop_after: Optional[int]
     context: distributed.Context
     workers: int
+    strategies: Dict[str, str]  # layer name -> strategy for a run started here (empty: the config's)
 
 
 @dataclasses.dataclass
@@ -360,6 +366,7 @@ def _new_state(call: _Call, train_set: Any, train_loader: BatchLoader) -> _RunSt
     config, device = call.config, call.context.device
     model = build_model(config, train_set.num_classes, train_set.channels).to(device)
     set_strategies(model, config.strategy)
+    set_strategies(model, call.strategies)
     if config.channels_last:
         model = to_channels_last(model)
     if config.sync_bn:

@@ -79,6 +79,15 @@ def test_probe_retrains_the_run_and_evaluates_each_state_both_ways(tmp_path):
     assert all(r["strategies"] == record["strategies"] and r["strategies as run"] for r in probe["rows"])
 
 
+def test_a_run_started_with_given_strategies_computes_with_them(tmp_path):
+    config = tiny(epochs=1)
+    tuned = train(config, tmp_path / "a", progress=False)["strategies"]
+    # In every layer another exact strategy than the one tune picked (both compute the same function).
+    chosen = {name: "kfold_conv" if picked == "grouped" else "grouped" for name, picked in tuned.items()}
+    again = train(config, tmp_path / "b", progress=False, strategies=chosen)
+    assert again["strategies"] == chosen
+
+
 def test_a_stored_probe_is_returned_and_an_interrupted_one_finished(tmp_path, monkeypatch):
     config = tiny()
     record = train(config, tmp_path, progress=False)
