@@ -201,6 +201,21 @@ def test_the_reading_says_whether_the_retraining_computed_with_the_run_s_strateg
         "agree to about 1e-6, not bit for bit).")
 
 
+def test_the_reading_follows_a_retraining_that_falls_one_epoch_later():
+    # Chapter 08's FMDConv ResNet-50 probe at 9ec15b9: the record fell at epoch 3, the retraining at 4.
+    probe = _probe([(2, 75.84, 75.89, 78.26), (3, 24.14, 75.13, 74.56), (4, 71.55, 48.99, 72.66)])
+    text = ch04.fall_probe_reading(probe, 3)
+    assert text.startswith("**Reading.** Retrained (cpu: test), the run scores 75.13% test top-1 at epoch 3 "
+                           "against 75.89% at epoch 2 (its record: 24.14% at epoch 3). It does not fall there "
+                           "this time but at epoch 4: 48.99% against 75.89% at epoch 2 (its record: 71.55%)")
+    assert "it scores 72.66% (+23.67 pp), against 78.26% at epoch 2" in text
+    assert "5.60 pp of the 26.90 pp fall remain. Re-estimating recovers most of the fall" in text
+    assert text.endswith("At the other probed epochs (2, 3) re-estimating moved the test top-1 by at most "
+                         "2.37 pp.")
+    steady = _probe([(2, 75.84, 75.89, 78.26), (3, 24.14, 75.13, 74.56), (4, 71.55, 70.0, 72.66)])
+    assert ch04.fall_probe_reading(steady, 3).endswith("the probe cannot test the fall.")
+
+
 def test_fall_probe_probes_around_the_worst_fall_only(tmp_path, monkeypatch):
     config = tiny(epochs=6)
     asked = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from torch import Tensor
@@ -402,25 +402,47 @@ def _kept_over(before: Optional[Mapping[str, Any]], at: Mapping[str, Any]) -> st
     return f" (running averages kept while {' and '.join(changed)})" if changed else ""
 
 
+def _retrained_fall(rows: Mapping[int, Mapping[str, Any]], epoch: int) -> Tuple[float, Optional[int]]:
+    """How far the retraining's test top-1 at ``epoch`` lies below its best probed epoch before it,
+    and that epoch (0.0 and None where none was probed before)."""
+    before = [r for e, r in rows.items() if e < epoch]
+    if not before:
+        return 0.0, None
+    best = max(before, key=lambda r: r["trained top-1"])
+    return best["trained top-1"] - rows[epoch]["trained top-1"], best["epoch"]
+
+
 def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
-    """What the probe shows, in Markdown: whether the retrained run falls at ``fall_epoch`` too, how
-    much of that fall re-estimating BatchNorm's statistics recovers, and whether what remains is
-    within :data:`RECOVERED_PP` of the best probed epoch before it (re-estimated the same way)."""
+    """What the probe shows, in Markdown: whether the retrained run falls at ``fall_epoch`` too (or,
+    where it does not, at another probed epoch: a run that falls apart need not repeat its collapse
+    epoch for epoch), how much of that fall re-estimating BatchNorm's statistics recovers, and whether
+    what remains is within :data:`RECOVERED_PP` of the best probed epoch before it (re-estimated the
+    same way)."""
     rows = {r["epoch"]: r for r in probe["rows"]}
     if fall_epoch not in rows:
         raise ValueError(f"the probe has epochs {sorted(rows)}, not the fall's epoch {fall_epoch}")
-    at = rows[fall_epoch]
-    before = [r for e, r in rows.items() if e < fall_epoch]
-    if not before:
+    fall, best_epoch = _retrained_fall(rows, fall_epoch)
+    if best_epoch is None:
         return f"**Reading.** The probe has no epoch before the fall (epoch {fall_epoch}) to compare it with."
-    best = max(before, key=lambda r: r["trained top-1"])
-    fall = best["trained top-1"] - at["trained top-1"]
+    at = rows[fall_epoch]
     head = (f"**Reading.** Retrained ({probe['device']}), the run scores {at['trained top-1']:.2f}% test "
-            f"top-1 at epoch {fall_epoch} against {best['trained top-1']:.2f}% at epoch {best['epoch']} "
-            f"(its record: {at['record top-1']:.2f}% at epoch {fall_epoch}).")
+            f"top-1 at epoch {fall_epoch} against {rows[best_epoch]['trained top-1']:.2f}% at epoch "
+            f"{best_epoch} (its record: {at['record top-1']:.2f}% at epoch {fall_epoch}).")
+    epoch = fall_epoch
     if fall <= COLLAPSE_PP:
-        return head + (f" It does not fall by more than {COLLAPSE_PP:g} pp this time: the probe cannot test "
-                       "the fall.")
+        elsewhere = {e: _retrained_fall(rows, e) for e in rows if e != fall_epoch}
+        elsewhere = {e: f for e, f in elsewhere.items() if f[0] > COLLAPSE_PP}
+        if not elsewhere:
+            return head + (f" It does not fall by more than {COLLAPSE_PP:g} pp this time: the probe cannot "
+                           "test the fall." + _strategies_sentence(rows.values()))
+        epoch = max(elsewhere, key=lambda e: elsewhere[e][0])
+        fall, best_epoch = elsewhere[epoch]
+        at = rows[epoch]
+        head += (f" It does not fall there this time but at epoch {epoch}: {at['trained top-1']:.2f}% "
+                 f"against {rows[best_epoch]['trained top-1']:.2f}% at epoch {best_epoch} (its record: "
+                 f"{at['record top-1']:.2f}%); the collapse of this run is not repeated epoch for epoch, "
+                 f"and the fall read below is the retraining's.")
+    before = [r for e, r in rows.items() if e < epoch]
     recovered = change(at)
     best_fixed = max(before, key=lambda r: r["re-estimated top-1"])
     left = best_fixed["re-estimated top-1"] - at["re-estimated top-1"]
@@ -431,13 +453,13 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
             f"{fall:.2f} pp fall remain. ")
     if left <= RECOVERED_PP:
         text += (f"That is within {RECOVERED_PP:g} pp: the fall is BatchNorm's running statistics"
-                 f"{_kept_over(rows.get(fall_epoch - 1), at)}, not weights that lost what they had learned.")
+                 f"{_kept_over(rows.get(epoch - 1), at)}, not weights that lost what they had learned.")
     elif recovered > 0:
         text += (f"Re-estimating recovers {'most' if recovered > left else 'part'} of the fall: BatchNorm's "
                  f"statistics explain it in part, and the {left:.2f} pp that remain they do not explain.")
     else:
         text += "Re-estimating does not recover it: the fall is not BatchNorm's statistics."
-    others = [r for e, r in rows.items() if e != fall_epoch]
+    others = [r for e, r in rows.items() if e != epoch]
     if others:
         moved = max(abs(change(r)) for r in others)
         text += (f" At the other probed epoch{'s' if len(others) > 1 else ''} "
