@@ -83,6 +83,24 @@ def describe_device(device: Any) -> str:
     return f"cpu: {model}"
 
 
+def cpu_identity() -> str:
+    """This CPU as a timing can be compared on: its model name, family and model numbers (one model
+    name can cover several generations) and the cores this process may use."""
+    fields: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    numbers = (f" (family {fields['cpu family']}, model {fields['model']})"
+               if "cpu family" in fields and "model" in fields else "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}{numbers}, {cores} cores"
+
+
 def library_versions() -> Dict[str, str]:
     """Versions of Python and the libraries a run depends on."""
     import numpy

@@ -206,8 +206,9 @@ def test_the_reading_follows_a_retraining_that_falls_one_epoch_later():
     probe = _probe([(2, 75.84, 75.89, 78.26), (3, 24.14, 75.13, 74.56), (4, 71.55, 48.99, 72.66)])
     text = ch04.fall_probe_reading(probe, 3)
     assert text.startswith("**Reading.** Retrained (cpu: test), the run scores 75.13% test top-1 at epoch 3 "
-                           "against 75.89% at epoch 2 (its record: 24.14% at epoch 3). It does not fall there "
-                           "this time but at epoch 4: 48.99% against 75.89% at epoch 2 (its record: 71.55%)")
+                           "against 75.89% at epoch 2 (its record: 24.14% at epoch 3). It does not fall "
+                           "there this time but at epoch 4: 48.99% against 75.89% at epoch 2 (its record: "
+                           "71.55%)")
     assert "it scores 72.66% (+23.67 pp), against 78.26% at epoch 2" in text
     assert "5.60 pp of the 26.90 pp fall remain. Re-estimating recovers most of the fall" in text
     assert text.endswith("At the other probed epochs (2, 3) re-estimating moved the test top-1 by at most "

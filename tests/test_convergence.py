@@ -1,5 +1,6 @@
 """Issue 25, item 4: the convergence helpers, the tables' convergence columns and the readings that
 name the networks not shown to have finished learning, on records and rows made here."""
+import json
 from types import SimpleNamespace
 from typing import Any, Dict, Sequence
 
@@ -212,14 +213,36 @@ def test_chapter_09_cost_verdict_says_within_noise_where_the_sessions_cross_the_
     assert "batch-1 latency (fmd engine (auto)) +6.0% (sessions: 5.0 to 7.0)" in verdict["measured"]
 
 
-def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes():
-    rows = ch09.cost_sessions("smoke", depths=(18,), threads=1, sessions=2)
+def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes(tmp_path):
+    log = tmp_path / "timing" / "sessions.json"
+    rows = ch09.cost_sessions("smoke", depths=(18,), threads=1, sessions=2, log=log)
     timed = [r for r in rows if r["cost"] in ("batch-1 latency", "training step")]
-    assert timed and all(r["sessions"] == 2 for r in rows)
+    assert timed and all(r["sessions"] == 2 and r[ch09.EARLIER] == 0 for r in rows)
+    again = ch09.cost_sessions("smoke", depths=(18,), threads=1, sessions=1, log=log)
+    assert all(r["sessions"] == 3 and r[ch09.EARLIER] == 2 for r in again)  # pooled with the logged two
+    assert len(json.loads(log.read_text())) == 3
     for r in timed:
         assert r[ch09.LOW] <= r[ch09.REDUCTION] <= r[ch09.HIGH]
     macs = next(r for r in rows if r["cost"] == "MACs")
     assert macs[ch09.LOW] == macs[ch09.REDUCTION] == macs[ch09.HIGH]
+
+
+def test_chapter_09_pools_only_sessions_of_the_same_cpu_code_and_sizes(tmp_path, monkeypatch):
+    log = tmp_path / "sessions.json"
+    first, second = [[{"x": 1}], [{"x": 2}]], [[{"x": 3}]]
+    assert ch09._pool(log, first, "smoke", (18,), 1) == first
+    assert ch09._pool(log, second, "smoke", (18,), 1) == first + second
+    assert ch09._pool(log, second, "smoke", (18,), 2) == second  # other threads
+    assert ch09._pool(log, second, "smoke", (18, 50), 1) == second  # other backbones
+    monkeypatch.setattr(ch09, "timed_code", lambda: "changed")
+    assert ch09._pool(log, second, "smoke", (18,), 1) == second  # the timed code changed
+    monkeypatch.setattr(ch09, "cpu_identity", lambda: "another CPU, 2 cores")
+    assert ch09._pool(log, second, "smoke", (18,), 1) == second
+    logged = json.loads(log.read_text())
+    assert len(logged) == 7 and {"cpu", "code", "setting", "commit", "created", "rows"} <= set(logged[0])
+    log.write_text("[{")
+    with pytest.raises(ValueError, match=r"sessions.json is not valid JSON .*; delete it to start a new one"):
+        ch09._pool(log, second, "smoke", (18,), 1)
 
 
 def test_chapter_03_curves_reading_tells_a_step_limited_run_from_one_that_fits_beyond_the_test_set():

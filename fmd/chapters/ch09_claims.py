@@ -9,13 +9,19 @@ one convolution with groups = batch: the engine's ``grouped`` strategy forced in
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import statistics
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
 from .. import profiles, reference
+from ..provenance import atomic_write_text, cpu_identity, git_commit
 from ..complexity import count_macs, count_params
 from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
@@ -126,13 +132,57 @@ def _row(depth: int, cost: str, setting: str, computation: str, values: Mapping[
             REDUCTION: round(100 * (1 - fmd / od), 1)}
 
 
+# The modules whose code the cost sessions time: a logged session of another version of any of them
+# is not pooled with this run's.
+TIMED_MODULES = ("engine.py", "conv.py", "attention.py", "models.py", "timing.py", "precision.py")
+EARLIER = "sessions of earlier runs"
+
+
+def timed_code() -> str:
+    """A hash of :data:`TIMED_MODULES` as they are now."""
+    digest = hashlib.sha256()
+    for name in TIMED_MODULES:
+        digest.update((Path(__file__).parents[1] / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def session_log(profile: str) -> Path:
+    """Where a profile's cost sessions are logged: beside its runs (``data/timing/`` under quick and
+    paper, committed; under build/ for smoke and FMD_TINY)."""
+    return profiles.runs_root(profile).parent / "timing" / f"ch09_cost_sessions_{profile}.json"
+
+
+def _pool(log: Path, found: List[List[Dict[str, Any]]], profile: str, depths: Sequence[int],
+          threads: Optional[int]) -> List[List[Dict[str, Any]]]:
+    """Append this run's sessions to ``log`` and return them after the logged ones they can be pooled
+    with: the same CPU, cores, timed code, sizes, backbones and threads."""
+    same = {"cpu": cpu_identity(), "code": timed_code(),
+            "setting": dataclasses.asdict(cost_setting(profile)), "depths": list(depths), "threads": threads}
+    try:
+        logged = json.loads(log.read_text()) if log.is_file() else []
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the cost-session log {log} is not valid JSON ({error}); delete it to start a "
+                         "new one") from None
+    earlier = [e["rows"] for e in logged if all(e.get(k) == v for k, v in same.items())]
+    stamp = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit()}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(log, json.dumps(logged + [dict(same, **stamp, rows=rows) for rows in found], indent=1)
+                      + "\n")
+    return earlier + found
+
+
 def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[int] = None,
-                  sessions: Optional[int] = None) -> List[Dict[str, Any]]:
+                  sessions: Optional[int] = None, log: Optional[Union[str, Path]] = None
+                  ) -> List[Dict[str, Any]]:
     """:func:`cost_rows` measured in ``sessions`` fresh Python processes (default: the profile's):
     a process can run fast or slow for its whole life, which interleaved rounds within it cannot
     average out. Each row holds the median over the sessions of every time and of the reduction,
-    and the reduction's range (:data:`LOW` and :data:`HIGH`; MACs and parameters do not vary)."""
-    import json
+    and the reduction's range (:data:`LOW` and :data:`HIGH`; MACs and parameters do not vary).
+
+    With ``log`` (:func:`session_log`), this run's sessions are appended to that file and pooled with
+    the ones logged before on the same CPU for the same timed code and sizes (:data:`EARLIER` counts
+    them): three sessions of one run spanned less than the spread of the runs before it (issue 25's
+    ResNet-50 training-step reduction: 26.5-28.9 % in one quick run, 19.9-35.1 % in the next)."""
     import subprocess
     import sys
 
@@ -149,14 +199,17 @@ def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optiona
         found.append(json.loads(done.stdout.strip().splitlines()[-1]))
     if len({len(rows) for rows in found}) != 1:
         raise RuntimeError(f"the cost-claim sessions returned different rows: {[len(r) for r in found]}")
+    pooled = found if log is None else _pool(Path(log), found, profile, depths, threads)
+    pooled = [rows for rows in pooled if len(rows) == len(found[0])]
     rows = []
-    for same in zip(*found):
+    for same in zip(*pooled):
         row = dict(same[0])
         for column in ("static", "FMDConv K=4", "ODConv 4×", "FMDConv × static", "ODConv × static",
                        REDUCTION):
             row[column] = statistics.median(r[column] for r in same)
         row[LOW], row[HIGH] = min(r[REDUCTION] for r in same), max(r[REDUCTION] for r in same)
-        row["sessions"] = count
+        row["sessions"] = len(pooled)
+        row[EARLIER] = len(pooled) - count
         rows.append(row)
     return rows
 
