@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIGURES = REPO_ROOT / "figures"
 # What a run rewrites (figures, run records, executed notebooks): not "dirty" code for a stamp,
 # or every figure after the first of a ``make reproduce`` would be stamped dirty.
-CODE_PATHSPEC = ("--", ".", ":!figures", ":!data/runs", ":!notebooks")
+CODE_PATHSPEC = ("--", ".", ":!figures", ":!data/runs", ":!data/timing", ":!notebooks")
 
 # ---------------------------------------------------------------------------------------------
 # Git

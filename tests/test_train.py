@@ -268,13 +268,14 @@ def test_git_state_ignores_what_runs_rewrite(tmp_path):
     git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True,  # noqa: E731
                                     capture_output=True)
     git("init", "-q")
-    for name in ("figures/table.md", "data/runs/r/record.json", "fmd/code.py"):
+    for name in ("figures/table.md", "data/runs/r/record.json", "data/timing/log.json", "fmd/code.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("v1")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     (tmp_path / "figures/table.md").write_text("v2")
     (tmp_path / "data/runs/r/record.json").write_text("v2")
+    (tmp_path / "data/timing/log.json").write_text("v2")  # chapter 09's cost sessions
     assert train_module.git_state(tmp_path)["dirty"] is False
     (tmp_path / "fmd/code.py").write_text("v2")
     assert train_module.git_state(tmp_path)["dirty"] is True
