@@ -92,9 +92,10 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     with torch_threads(config.threads) as threads:  # evaluated on the run's threads, as it was trained
         measured = _probe_epochs(config, record, epochs, scratch, device, progress)
     history = record["history"]
+    wanted = record.get("strategies") or None  # older records, and compiled runs, name none
     rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r,
-             **({"strategies as run": r["strategies"] == record.get("strategies")} if "strategies" in r
-                else {})} for r in measured]  # a row kept by an older probe lacks them
+             **({"strategies as run": r["strategies"] == wanted} if "strategies" in r and wanted else {})}
+            for r in measured]  # a row kept by an older probe lacks them
     git = git_state()
     probe = {"run": runs.run_name(config.identity()), "key": config.key(), "epochs": epochs,
              "record_created": record.get("created"), "rows": rows,
@@ -116,24 +117,28 @@ def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequen
     done: Dict[int, Dict[str, Any]] = ({r["epoch"]: r for r in json.loads(rows_path.read_text())}
                                        if rows_path.is_file() else {})
     ckpt = checkpoint_path(config, scratch)
+    wanted = record.get("strategies") or None
     test, train_images = eval_loader(config, device=device), eval_loader(config, "train", device=device)
     for epoch in epochs:
         if epoch in done:
             continue
         try:
-            reached = load_checkpoint(ckpt, config)["epoch"] if ckpt.is_file() else 0
+            state = load_checkpoint(ckpt, config) if ckpt.is_file() else None
         except CheckpointError as error:
             raise CheckpointError(f"{error}; or delete {scratch} to probe again from the start") from None
-        if reached != epoch:  # a state past this epoch (its row lost) is trained again from the start
-            again = reached > epoch
+        reached = state["epoch"] if state else 0
+        # A state past this epoch (its row lost), or one that computed with other strategies than the
+        # record (an interrupted probe made before they were passed on), is trained again from the start.
+        again = reached > epoch or bool(state and wanted and state.get("strategies") != wanted)
+        if reached != epoch or again:
             train(config, scratch, resume=not again, force=again, progress=progress, verbose=True,
-                  stop_after=epoch - (0 if again else reached), strategies=record.get("strategies"))
+                  stop_after=epoch - (0 if again else reached), strategies=wanted)
         state = load_checkpoint(ckpt, config)
         model = build_model(config, record["num_classes"], record["input_size"][1])
         model.load_state_dict(state["model"])
-        set_strategies(model, state["strategies"])  # evaluated as the retraining computed
+        set_strategies(model, state.get("strategies", {}))  # evaluated as the retraining computed
         done[epoch] = dict(_measure(epoch, model.to(device).eval(), test, train_images),
-                           strategies=state["strategies"])
+                           strategies=state.get("strategies", {}))
         runs.write_json(rows_path, [done[e] for e in sorted(done)])
     return [done[e] for e in epochs]
 

@@ -88,6 +88,22 @@ def test_a_run_started_with_given_strategies_computes_with_them(tmp_path):
     assert again["strategies"] == chosen
 
 
+def test_the_probe_retrains_with_the_record_s_strategies_even_over_a_scratch_state_of_others(tmp_path):
+    config = tiny()
+    record = train(config, tmp_path, progress=False)
+    other = {name: "kfold_conv" if picked == "grouped" else "grouped"
+             for name, picked in record["strategies"].items()}
+    # An interrupted probe's scratch state that computed with tune's strategies, not the record's:
+    scratch = runs.run_dir(config.identity(), tmp_path) / "checkpoints" / "bn-probe"
+    train(config, scratch, stop_after=1, progress=False)
+    probe = probe_fall(config, dict(record, strategies=other), [1, 2], tmp_path)
+    assert all(r["strategies"] == other and r["strategies as run"] for r in probe["rows"])
+    # A record that names no strategies: the rows keep what was used and claim nothing.
+    bare = {k: v for k, v in record.items() if k != "strategies"}
+    probe = probe_fall(config, dict(bare, created="again"), [2], tmp_path)
+    assert "strategies as run" not in probe["rows"][0] and probe["rows"][0]["strategies"]
+
+
 def test_a_stored_probe_is_returned_and_an_interrupted_one_finished(tmp_path, monkeypatch):
     config = tiny()
     record = train(config, tmp_path, progress=False)

@@ -229,7 +229,13 @@ def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes(tmp_path):
 
 def test_chapter_09_pools_only_sessions_of_the_same_cpu_code_and_sizes(tmp_path, monkeypatch):
     log = tmp_path / "sessions.json"
-    first, second = [[{"x": 1}], [{"x": 2}]], [[{"x": 3}]]
+
+    def session(*computations):
+        return [{"backbone": "ResNet-18", "cost": "training step", "setting": "32×32, batch 2",
+                 "computation": c, "unit": "ms", ch09.REDUCTION: r} for c, r in computations]
+
+    first = [session(("grouped", 30.0), ("auto", 5.0)), session(("grouped", 31.0), ("auto", 6.0))]
+    second = [session(("grouped", 32.0), ("auto", 7.0))]
     assert ch09._pool(log, first, "smoke", (18,), 1) == first
     assert ch09._pool(log, second, "smoke", (18,), 1) == first + second
     assert ch09._pool(log, second, "smoke", (18,), 2) == second  # other threads
@@ -238,8 +244,14 @@ def test_chapter_09_pools_only_sessions_of_the_same_cpu_code_and_sizes(tmp_path,
     assert ch09._pool(log, second, "smoke", (18,), 1) == second  # the timed code changed
     monkeypatch.setattr(ch09, "cpu_identity", lambda: "another CPU, 2 cores")
     assert ch09._pool(log, second, "smoke", (18,), 1) == second
+    # Rows are pooled position by position only where every session measures the same rows in order.
+    swapped = [session(("auto", 8.0), ("grouped", 33.0))]
+    assert ch09._pool(log, swapped, "smoke", (18,), 1) == swapped
+    assert ch09._pool(log, second, "smoke", (18,), 1) == [second[0], second[0]]  # the 'changed' ones
     logged = json.loads(log.read_text())
-    assert len(logged) == 7 and {"cpu", "code", "setting", "commit", "created", "rows"} <= set(logged[0])
+    assert len(logged) == 9
+    assert {"cpu", "torch", "code", "setting", "commit", "created", "rows"} <= set(logged[0])
+    assert "sessions" not in logged[0]["setting"]  # a run of more sessions measures each alike
     log.write_text("[{")
     with pytest.raises(ValueError, match=r"sessions.json is not valid JSON .*; delete it to start a new one"):
         ch09._pool(log, second, "smoke", (18,), 1)

@@ -469,12 +469,12 @@ def fall_probe_reading(probe: Mapping[str, Any], fall_epoch: int) -> str:
 
 
 def _strategies_sentence(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Whether the probe's retraining computed with the run's engine strategies (probes made before
-    they were kept say nothing)."""
-    rows = [r for r in rows if "strategies as run" in r]
-    other = [str(r["epoch"]) for r in rows if not r["strategies as run"]]
-    if not rows:
+    """Whether the probe's retraining computed with the run's engine strategies (nothing where a row
+    does not say: a probe made before they were kept, or a record that names none)."""
+    rows = list(rows)
+    if not rows or any("strategies as run" not in r for r in rows):
         return ""
+    other = [str(r["epoch"]) for r in rows if not r["strategies as run"]]
     if not other:
         return " The retraining computed with the run's own engine strategies at every probed epoch."
     return (f" At epoch{'s' if len(other) > 1 else ''} {', '.join(other)} the retraining computed with other "

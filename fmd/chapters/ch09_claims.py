@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from .. import profiles, reference
@@ -132,18 +135,28 @@ def _row(depth: int, cost: str, setting: str, computation: str, values: Mapping[
             REDUCTION: round(100 * (1 - fmd / od), 1)}
 
 
-# The modules whose code the cost sessions time: a logged session of another version of any of them
-# is not pooled with this run's.
-TIMED_MODULES = ("engine.py", "conv.py", "attention.py", "models.py", "timing.py", "precision.py")
+# The modules whose code the cost sessions time or count: a logged session of another version of any
+# of them (or of this chapter's functions that build the timed steps) is not pooled with this run's.
+TIMED_MODULES = ("engine.py", "conv.py", "attention.py", "temperature.py", "models.py", "complexity.py",
+                 "timing.py", "precision.py")
 EARLIER = "sessions of earlier runs"
 
 
 def timed_code() -> str:
-    """A hash of :data:`TIMED_MODULES` as they are now."""
+    """A hash of :data:`TIMED_MODULES` and of the functions here that build the timed networks and
+    steps, as they are now."""
     digest = hashlib.sha256()
     for name in TIMED_MODULES:
         digest.update((Path(__file__).parents[1] / name).read_bytes())
+    for fn in (cost_rows, _row, _timed, _set_strategy):
+        digest.update(inspect.getsource(fn).encode())
+    digest.update(repr((COST_CONVS, COMPUTATIONS)).encode())
     return digest.hexdigest()[:12]
+
+
+def _labels(rows: Sequence[Mapping[str, Any]]) -> List[List[str]]:
+    """What each row of a session measures, in order (sessions pool row by row only where these agree)."""
+    return [[str(r[k]) for k in ("backbone", "cost", "setting", "computation", "unit")] for r in rows]
 
 
 def session_log(profile: str) -> Path:
@@ -155,20 +168,38 @@ def session_log(profile: str) -> Path:
 def _pool(log: Path, found: List[List[Dict[str, Any]]], profile: str, depths: Sequence[int],
           threads: Optional[int]) -> List[List[Dict[str, Any]]]:
     """Append this run's sessions to ``log`` and return them after the logged ones they can be pooled
-    with: the same CPU, cores, timed code, sizes, backbones and threads."""
-    same = {"cpu": cpu_identity(), "code": timed_code(),
-            "setting": dataclasses.asdict(cost_setting(profile)), "depths": list(depths), "threads": threads}
-    try:
-        logged = json.loads(log.read_text()) if log.is_file() else []
-    except json.JSONDecodeError as error:
-        raise ValueError(f"the cost-session log {log} is not valid JSON ({error}); delete it to start a "
-                         "new one") from None
-    earlier = [e["rows"] for e in logged if all(e.get(k) == v for k, v in same.items())]
+    with: the same CPU, cores, torch, timed code, sizes (not the number of sessions), backbones and
+    threads, and the same rows in the same order. The read and the write hold a lock on the log's
+    folder, so two runs that finish together both keep their sessions."""
+    setting = {k: v for k, v in dataclasses.asdict(cost_setting(profile)).items() if k != "sessions"}
+    same = {"cpu": cpu_identity(), "torch": torch.__version__, "code": timed_code(), "setting": setting,
+            "depths": list(depths), "threads": threads}
     stamp = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit()}
     log.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(log, json.dumps(logged + [dict(same, **stamp, rows=rows) for rows in found], indent=1)
-                      + "\n")
-    return earlier + found
+    folder = os.open(log.parent, os.O_RDONLY)
+    try:
+        _lock(folder)
+        try:
+            logged = json.loads(log.read_text()) if log.is_file() else []
+        except json.JSONDecodeError as error:
+            raise ValueError(f"the cost-session log {log} is not valid JSON ({error}); delete it to start "
+                             "a new one") from None
+        atomic_write_text(log, json.dumps(logged + [dict(same, **stamp, rows=rows) for rows in found],
+                                          indent=1) + "\n")
+    finally:
+        os.close(folder)  # releases the lock
+    labels = _labels(found[0])
+    return [e["rows"] for e in logged if all(e.get(k) == v for k, v in same.items())
+            and _labels(e["rows"]) == labels] + found
+
+
+def _lock(fd: int) -> None:
+    """An exclusive advisory lock on ``fd`` until it is closed (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: runs that finish at the same moment may drop one's sessions
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optional[int] = None,
@@ -200,7 +231,6 @@ def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optiona
     if len({len(rows) for rows in found}) != 1:
         raise RuntimeError(f"the cost-claim sessions returned different rows: {[len(r) for r in found]}")
     pooled = found if log is None else _pool(Path(log), found, profile, depths, threads)
-    pooled = [rows for rows in pooled if len(rows) == len(found[0])]
     rows = []
     for same in zip(*pooled):
         row = dict(same[0])
