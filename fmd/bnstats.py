@@ -92,7 +92,7 @@ def probe_fall(config: TrainConfig, record: Mapping[str, Any], epochs: Sequence[
     with torch_threads(config.threads) as threads:  # evaluated on the run's threads, as it was trained
         measured = _probe_epochs(config, record, epochs, scratch, device, progress)
     history = record["history"]
-    wanted = record.get("strategies") or None  # older records, and compiled runs, name none
+    wanted = _strategies(record)
     rows = [{"epoch": r["epoch"], "record top-1": history[r["epoch"] - 1]["test_top1"], **r,
              **({"strategies as run": r["strategies"] == wanted} if "strategies" in r and wanted else {})}
             for r in measured]  # a row kept by an older probe lacks them
@@ -117,7 +117,7 @@ def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequen
     done: Dict[int, Dict[str, Any]] = ({r["epoch"]: r for r in json.loads(rows_path.read_text())}
                                        if rows_path.is_file() else {})
     ckpt = checkpoint_path(config, scratch)
-    wanted = record.get("strategies") or None
+    wanted = _strategies(record)
     test, train_images = eval_loader(config, device=device), eval_loader(config, "train", device=device)
     for epoch in epochs:
         if epoch in done:
@@ -141,6 +141,12 @@ def _probe_epochs(config: TrainConfig, record: Mapping[str, Any], epochs: Sequen
                            strategies=state.get("strategies", {}))
         runs.write_json(rows_path, [done[e] for e in sorted(done)])
     return [done[e] for e in epochs]
+
+
+def _strategies(record: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+    """The engine strategies a record names (None for older records, and compiled runs, which name
+    none)."""
+    return record.get("strategies") or None
 
 
 def _measure(epoch: int, model: nn.Module, test: Any, train_images: Any) -> Dict[str, Any]:

@@ -65,27 +65,8 @@ def git_commit(root: PathLike = REPO_ROOT) -> str:
 # The machine and the libraries
 
 
-def describe_device(device: Any) -> str:
-    """A human-readable name of the device (GPU or CPU model); ``device`` a torch.device."""
-    if device.type == "cuda":
-        import torch
-
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu: {model}"
-
-
-def cpu_identity() -> str:
-    """This CPU as a timing can be compared on: its model name, family and model numbers (one model
-    name can cover several generations) and the cores this process may use."""
+def _cpuinfo() -> Dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
     fields: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -94,7 +75,27 @@ def cpu_identity() -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
+    return fields
+
+
+def _cpu_name(fields: Mapping[str, str]) -> str:
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
+def describe_device(device: Any) -> str:
+    """A human-readable name of the device (GPU or CPU model); ``device`` a torch.device."""
+    if device.type == "cuda":
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {_cpu_name(_cpuinfo())}"
+
+
+def cpu_identity() -> str:
+    """This CPU as a timing can be compared on: its model name, family and model numbers (one model
+    name can cover several generations) and the cores this process may use."""
+    fields = _cpuinfo()
+    name = _cpu_name(fields)
     numbers = (f" (family {fields['cpu family']}, model {fields['model']})"
                if "cpu family" in fields and "model" in fields else "")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

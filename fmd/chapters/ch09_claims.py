@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .. import profiles, reference
-from ..provenance import atomic_write_text, cpu_identity, git_commit
+from .. import profiles, reference, runs
+from ..provenance import cpu_identity, git_commit
 from ..complexity import count_macs, count_params
 from ..conv import CONVS, DynamicConv2dBase
 from ..models import ResNet
@@ -184,8 +184,7 @@ def _pool(log: Path, found: List[List[Dict[str, Any]]], profile: str, depths: Se
         except json.JSONDecodeError as error:
             raise ValueError(f"the cost-session log {log} is not valid JSON ({error}); delete it to start "
                              "a new one") from None
-        atomic_write_text(log, json.dumps(logged + [dict(same, **stamp, rows=rows) for rows in found],
-                                          indent=1) + "\n")
+        runs.write_json(log, logged + [dict(same, **stamp, rows=rows) for rows in found])
     finally:
         os.close(folder)  # releases the lock
     labels = _labels(found[0])
