@@ -371,3 +371,41 @@ def test_chapter_08_anneal_rows_count_the_anneal_in_steps_and_give_each_runs_wor
     assert ch08.anneal_reading(rows).startswith(
         "**Reading** (one seed each; from the table above): annealed over 3 epochs (12 steps) it fell 55.00"
         " pp at epoch 3 (training loss +0.100 over the fall)")
+
+
+def test_chapter_03_deep_pilot_reads_the_resnet50s_at_both_lengths_with_their_seed_spread(monkeypatch):
+    configs = ch03.comparison_configs("quick", "fashion_mnist", depths=(18, 50))
+    longer = ch03.deep_configs("quick", configs)
+    # the pilot's runs: the comparison's ResNet-50 config at its check run's length, at the listed seeds
+    assert set(longer) == {(50, s, "static") for s in (0, 1, 2)} | {(50, 0, "dyconv")}
+    assert {c.epochs for c in longer.values()} == {common.check_config(configs[(50, 0, "static")]).epochs}
+    assert longer[(50, 2, "static")].seed == 2 and ch03.deep_configs("smoke", configs) == {}
+
+    def run(curve, conv, seed=0, train=99.9):
+        r = record(curve, conv, depth=50, seed=seed)
+        r["history"][-1]["train_top1"] = train
+        return r
+
+    records = {(50, 0, "static"): run([80.0, 88.0], "static"),
+               (50, 0, "condconv"): run([80.0, 87.0], "condconv"),
+               (18, 0, "static"): record([80.0, 93.0], "static")}
+    checks = {(50, "static"): run([80.0, 90.0, 90.02], "static"), (50, "condconv"): run([87.1], "condconv")}
+    pilot = {(50, s, "static"): run([85.0, 89.0 + 0.3 * s], "static", s) for s in (0, 1, 2)}
+    pilot_check = {(50, "static"): run([85.0, 88.0, 89.1], "static")}
+    monkeypatch.setattr(ch03, "stored_records",
+                        lambda cs, profile: pilot if set(cs) == set(longer) else pilot_check)
+    rows = ch03.deep_rows("quick", configs, records, checks)
+    # CondConv is not piloted, ResNet-18 is not deep; the dyconv pilot has no stored run here
+    assert [(r["conv"], r["main epochs"], r["seeds"]) for r in rows] == [("Static", 2, 1), ("Static", 2, 3)]
+    assert rows[0]["seed range (pp)"] is None and rows[1]["seed range (pp)"] == pytest.approx(0.6)
+    assert rows[1][CHECK] == pytest.approx(-0.2) and rows[1]["finished"] and not rows[0]["finished"]
+    text = ch03.deep_reading(rows, 12000)
+    assert "* **ResNet-50 Static, 2 epochs** (1 seed): not shown finished (check run at 3 epochs: Δ +2.02" \
+        in text
+    assert "the 3 seeds of the Static at 2 epochs end 0.60 pp apart, as wide as or wider than the 0.20 pp" \
+        in text
+    assert "training top-1 of 99.90 %: they have learnt their training images" in text
+    assert text.endswith("Lengths at which every network tried is shown finished: none.")  # same length twice
+    rows[0]["finished"] = True
+    assert ch03.deep_reading(rows, None).endswith("shown finished: 2 epochs.")
+    assert ch03.deep_reading([], 12000) == "No run of the deeper pilot is stored."

@@ -144,6 +144,85 @@ def scale_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int], epoc
     return "\n".join(lines + ["", f"The sweeps train {epochs} epochs: {verdict}"])
 
 
+# Issue 25's pilot of a longer length for the comparison's ResNet-50s (quick only; the records are
+# committed, never trained here): per (depth, conv) listed, the comparison's config at the length of its
+# check run, at these seeds, with a check run of its own at 1.5x that length. The static network has
+# three seeds there, so its check run is read against a measured seed spread.
+DEEP_TRIED: Dict[str, Dict[Tuple[int, str], Tuple[int, ...]]] = {
+    "quick": {(50, "static"): (0, 1, 2), (50, "dyconv"): (0,)}}
+
+
+def deep_configs(profile: str, configs: Mapping[Run, TrainConfig]) -> Dict[Run, TrainConfig]:
+    """The longer length of :data:`DEEP_TRIED`: each listed (depth, conv) of the comparison
+    ``configs`` (its lowest seed's config) at its check run's length, at the listed seeds."""
+    out: Dict[Run, TrainConfig] = {}
+    for (d, c), seeds in DEEP_TRIED.get(profile, {}).items():
+        found = sorted((s, config) for (d2, s, c2), config in configs.items() if (d2, c2) == (d, c))
+        if found:
+            longer = check_config(found[0][1])
+            out.update({(d, s, c): dataclasses.replace(longer, seed=s) for s in seeds})
+    return out
+
+
+def deep_rows(profile: str, configs: Mapping[Run, TrainConfig], records: Mapping[Run, Record],
+              checks: Mapping[Tuple[int, str], Record]) -> List[Dict[str, Any]]:
+    """:func:`check_rows` of the networks :data:`DEEP_TRIED` lists: first at the comparison's length
+    (``records``, ``checks``: its runs), then at the longer length where its runs and check run are
+    stored; each row adds the spread of its main runs' final top-1 (max - min, pp; None for one
+    seed) and their mean final training top-1."""
+    tried = DEEP_TRIED.get(profile, {})
+    longer = deep_configs(profile, configs)
+    mains = stored_records(longer, profile)
+    found = stored_records(check_configs(longer, depths=(), also=tuple(tried)), profile)
+    found = {k: r for k, r in found.items() if k in seed_groups(mains)}
+    rows = []
+    for runs, checked in (({k: r for k, r in records.items() if (k[0], k[2]) in tried},
+                           {k: r for k, r in checks.items() if k in tried}), (mains, found)):
+        groups = seed_groups(runs)
+        for row, key in zip(check_rows(runs, checked), checked):
+            finals = _final(groups[key], "test_top1")
+            row.update({"seed range (pp)": round(max(finals) - min(finals), 2) if len(finals) > 1 else None,
+                        "main train top-1 (%)": round(float(np.mean(
+                            [r["history"][-1]["train_top1"] for r in groups[key]])), 2)})
+            rows.append(row)
+    return rows
+
+
+def deep_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int]) -> str:
+    """Per row of :func:`deep_rows`, whether its check run shows it finished; for rows of several
+    seeds, their spread against the check run's difference; and the lengths at which every network
+    tried is shown finished, in Markdown."""
+    if not rows:
+        return "No run of the deeper pilot is stored."
+    count = f"{images:,}" if images else "all"
+    lines = [f"**Reading** (every number from the table above; {count} training images):", ""]
+    for r in rows:
+        seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+        lines.append(f"* **ResNet-{r['depth']} {r['conv']}, {r['main epochs']} epochs** ({seeds}): "
+                     f"{'finished' if r['finished'] else 'not shown finished'} (check run at "
+                     f"{r['check epochs']} epochs: Δ {r[CHECK]:+.2f} pp against ±{r['tolerance (pp)']:.2f}).")
+    lines.append("")
+    for r in rows:
+        if r["seed range (pp)"] is not None:
+            wider = "as wide as or wider than" if r["seed range (pp)"] >= abs(r[CHECK]) else "narrower than"
+            lines.append(f"Seeds against length: the {r['seeds']} seeds of the {r['conv']} at "
+                         f"{r['main epochs']} epochs end {r['seed range (pp)']:.2f} pp apart, {wider} "
+                         f"the {abs(r[CHECK]):.2f} pp its check run moves.")
+    train = [r["main train top-1 (%)"] for r in rows]
+    lines.append(f"The main runs end at a mean training top-1 of {span(train, ' %')}"
+                 + (": they have learnt their training images, and what more epochs change is how that "
+                    "carries over to the test set." if min(train) >= 99.0 else "."))
+    pairs = {(r["depth"], r["conv"]) for r in rows}
+    at: Dict[int, List[Mapping[str, Any]]] = {}
+    for r in rows:
+        at.setdefault(r["main epochs"], []).append(r)
+    done = [e for e, group in at.items()
+            if all(r["finished"] for r in group) and {(r["depth"], r["conv"]) for r in group} == pairs]
+    lines.append("Lengths at which every network tried is shown finished: "
+                 + (", ".join(f"{e} epochs" for e in done) if done else "none") + ".")
+    return "\n".join(lines)
+
+
 # Issue 25's recipe pilot: ResNet-18 runs on all of Fashion-MNIST's training images, one seed,
 # each as overrides of PILOT_BASE (the recipe the pilot tested its candidates against, pinned here
 # so that a change of the recipe leaves the pilot's runs where they are); the epoch-10 and
