@@ -79,7 +79,25 @@ def _cpuinfo() -> Dict[str, str]:
 
 
 def _cpu_name(fields: Mapping[str, str]) -> str:
-    return fields.get("model name") or platform.processor() or platform.machine()
+    return fields.get("model name") or _sysctl("machdep.cpu.brand_string") or platform.processor() \
+        or platform.machine()
+
+
+def _sysctl(name: str) -> str:
+    """A sysctl value on macOS, where /proc/cpuinfo does not exist ("" elsewhere or on failure)."""
+    if platform.system() != "Darwin":
+        return ""
+    try:
+        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# The /proc/cpuinfo fields that tell CPU generations apart under one model name: x86's family and
+# model numbers, or an ARM core's implementer, part and revision (its "model name" is often absent).
+_CPU_NUMBERS = ((("cpu family", "family"), ("model", "model")),
+                (("CPU implementer", "implementer"), ("CPU part", "part"), ("CPU variant", "variant")))
 
 
 def describe_device(device: Any) -> str:
@@ -92,12 +110,12 @@ def describe_device(device: Any) -> str:
 
 
 def cpu_identity() -> str:
-    """This CPU as a timing can be compared on: its model name, family and model numbers (one model
-    name can cover several generations) and the cores this process may use."""
+    """This CPU as a timing can be compared on: its model name, the numbers that tell generations
+    apart under one name (:data:`_CPU_NUMBERS`) and the cores this process may use."""
     fields = _cpuinfo()
     name = _cpu_name(fields)
-    numbers = (f" (family {fields['cpu family']}, model {fields['model']})"
-               if "cpu family" in fields and "model" in fields else "")
+    found = next((kind for kind in _CPU_NUMBERS if all(f in fields for f, _ in kind)), ())
+    numbers = f" ({', '.join(f'{label} {fields[f]}' for f, label in found)})" if found else ""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{name}{numbers}, {cores} cores"
 

@@ -168,3 +168,21 @@ def test_a_bar_inside_a_markdown_cell_does_not_open_a_column(tmp_path):
     row = md_path.read_text().splitlines()[2]
     assert row == "| a \\| b | 1 |"
     assert "a | b" in csv_path.read_text()  # the CSV keeps the text as it is
+
+
+def test_the_cpu_identity_tells_generations_apart_on_x86_and_arm(monkeypatch):
+    from fmd import provenance
+
+    monkeypatch.setattr(provenance.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    x86 = {"model name": "AMD EPYC", "cpu family": "25", "model": "17"}
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: x86)
+    assert provenance.cpu_identity() == "AMD EPYC (family 25, model 17), 2 cores"  # the logged sessions' key
+    # an ARM core lists no model name or family: its implementer, part and variant name it
+    arm = {"CPU implementer": "0x41", "CPU part": "0xd0c", "CPU variant": "0x3"}
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: arm)
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    assert provenance.cpu_identity() == "aarch64 (implementer 0x41, part 0xd0c, variant 0x3), 2 cores"
+    other = dict(arm, **{"CPU part": "0xd40"})
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: other)
+    assert "part 0xd40" in provenance.cpu_identity()
