@@ -387,25 +387,39 @@ def test_chapter_03_deep_pilot_reads_the_resnet50s_at_both_lengths_with_their_se
         return r
 
     records = {(50, 0, "static"): run([80.0, 88.0], "static"),
+               (50, 0, "dyconv"): run([80.0, 88.3], "dyconv", train=98.0),
                (50, 0, "condconv"): run([80.0, 87.0], "condconv"),
                (18, 0, "static"): record([80.0, 93.0], "static")}
-    checks = {(50, "static"): run([80.0, 90.0, 90.02], "static"), (50, "condconv"): run([87.1], "condconv")}
-    pilot = {(50, s, "static"): run([85.0, 89.0 + 0.3 * s], "static", s) for s in (0, 1, 2)}
-    pilot_check = {(50, "static"): run([85.0, 88.0, 89.1], "static")}
+    checks = {(50, "static"): run([80.0, 90.0, 90.02], "static"),
+              (50, "dyconv"): run([80.0, 88.1, 88.2], "dyconv"),
+              (50, "condconv"): run([87.1], "condconv")}
+    pilot = {(50, s, "static"): run([85.0, 89.0, 89.4 + 0.3 * s], "static", s) for s in (0, 1, 2)}
+    pilot_check = {(50, "static"): run([85.0, 88.0, 89.0, 89.5], "static")}
     monkeypatch.setattr(ch03, "stored_records",
                         lambda cs, profile: pilot if set(cs) == set(longer) else pilot_check)
     rows = ch03.deep_rows("quick", configs, records, checks)
-    # CondConv is not piloted, ResNet-18 is not deep; the dyconv pilot has no stored run here
-    assert [(r["conv"], r["main epochs"], r["seeds"]) for r in rows] == [("Static", 2, 1), ("Static", 2, 3)]
-    assert rows[0]["seed range (pp)"] is None and rows[1]["seed range (pp)"] == pytest.approx(0.6)
-    assert rows[1][CHECK] == pytest.approx(-0.2) and rows[1]["finished"] and not rows[0]["finished"]
-    text = ch03.deep_reading(rows, 12000)
+    # CondConv is not piloted, ResNet-18 is not deep; the DynamicConv pilot has no stored run here
+    assert [(r["conv"], r["main epochs"], r["seeds"]) for r in rows] == \
+        [("Static", 2, 1), ("DynamicConv", 2, 1), ("Static", 3, 3)]
+    assert [r["check top-1 (%)"] for r in rows] == [90.02, 88.2, 89.5]  # each beside its own check run
+    assert [r["main train top-1 (%)"] for r in rows] == [99.9, 98.0, 99.9]
+    assert rows[0]["lowest seed top-1 (%)"] is None and rows[2]["lowest seed top-1 (%)"] == 89.4
+    assert rows[2][CHECK] == pytest.approx(-0.2) and rows[2]["finished"] and not rows[0]["finished"]
+    assert rows[1]["finished"]
+    text = ch03.deep_reading("quick", configs, rows)
+    assert "12,000 training images" in text
     assert "* **ResNet-50 Static, 2 epochs** (1 seed): not shown finished (check run at 3 epochs: Δ +2.02" \
         in text
-    assert "the 3 seeds of the Static at 2 epochs end 0.60 pp apart, as wide as or wider than the 0.20 pp" \
-        in text
-    assert "training top-1 of 99.90 %: they have learnt their training images" in text
-    assert text.endswith("Lengths at which every network tried is shown finished: none.")  # same length twice
+    assert "* **3 epochs**: no run with a check run stored for ResNet-50 DynamicConv." in text
+    assert "the 3 seeds of the Static at 3 epochs end at 89.40–90.00 %; its check run's 89.50 % lies " \
+        "within their range." in text
+    assert "training top-1 of 98.00–99.90 %." in text
+    # the longer length has every row finished but lacks the DynamicConv: no length is every network's
+    assert text.endswith("Lengths at which every network tried is shown finished: none.")
     rows[0]["finished"] = True
-    assert ch03.deep_reading(rows, None).endswith("shown finished: 2 epochs.")
-    assert ch03.deep_reading([], 12000) == "No run of the deeper pilot is stored."
+    assert ch03.deep_reading("quick", configs, rows).endswith("shown finished: 2 epochs.")
+    # a tried network with no row at all still counts: the Static alone, finished at both lengths
+    assert ch03.deep_reading("quick", configs, [rows[0], rows[2]]).endswith("shown finished: none.")
+    below = [dict(rows[2], **{"check top-1 (%)": 89.3})]
+    assert "lies below all of them" in ch03.deep_reading("quick", configs, below)
+    assert ch03.deep_reading("quick", configs, []) == "No run of the deeper pilot is stored."

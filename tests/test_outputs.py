@@ -1,6 +1,7 @@
 """What the notebooks produce: stamped figures and tables, where they go, notebook discovery, Grad-CAM++."""
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -180,9 +181,16 @@ def test_the_cpu_identity_tells_generations_apart_on_x86_and_arm(monkeypatch):
     # an ARM core lists no model name or family: its implementer, part and variant name it
     arm = {"CPU implementer": "0x41", "CPU part": "0xd0c", "CPU variant": "0x3"}
     monkeypatch.setattr(provenance, "_cpuinfo", lambda: arm)
+    monkeypatch.setattr(provenance.platform, "system", lambda: "Linux")
     monkeypatch.setattr(provenance.platform, "processor", lambda: "")
     monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
     assert provenance.cpu_identity() == "aarch64 (implementer 0x41, part 0xd0c, variant 0x3), 2 cores"
     other = dict(arm, **{"CPU part": "0xd40"})
     monkeypatch.setattr(provenance, "_cpuinfo", lambda: other)
     assert "part 0xd40" in provenance.cpu_identity()
+    # macOS has no /proc/cpuinfo: the model name comes from sysctl
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: {})
+    monkeypatch.setattr(provenance.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(provenance.subprocess, "run", lambda cmd, **kw: SimpleNamespace(
+        stdout="Apple M2\n" if cmd == ["sysctl", "-n", "machdep.cpu.brand_string"] else ""))
+    assert provenance.cpu_identity() == "Apple M2, 2 cores"

@@ -168,8 +168,8 @@ def deep_rows(profile: str, configs: Mapping[Run, TrainConfig], records: Mapping
               checks: Mapping[Tuple[int, str], Record]) -> List[Dict[str, Any]]:
     """:func:`check_rows` of the networks :data:`DEEP_TRIED` lists: first at the comparison's length
     (``records``, ``checks``: its runs), then at the longer length where its runs and check run are
-    stored; each row adds the spread of its main runs' final top-1 (max - min, pp; None for one
-    seed) and their mean final training top-1."""
+    stored; each row adds its main runs' lowest and highest final top-1 (None for one seed) and
+    their mean final training top-1."""
     tried = DEEP_TRIED.get(profile, {})
     longer = deep_configs(profile, configs)
     mains = stored_records(longer, profile)
@@ -181,43 +181,58 @@ def deep_rows(profile: str, configs: Mapping[Run, TrainConfig], records: Mapping
         groups = seed_groups(runs)
         for row, key in zip(check_rows(runs, checked), checked):
             finals = _final(groups[key], "test_top1")
-            row.update({"seed range (pp)": round(max(finals) - min(finals), 2) if len(finals) > 1 else None,
+            several = len(finals) > 1
+            row.update({"lowest seed top-1 (%)": min(finals) if several else None,
+                        "highest seed top-1 (%)": max(finals) if several else None,
                         "main train top-1 (%)": round(float(np.mean(
                             [r["history"][-1]["train_top1"] for r in groups[key]])), 2)})
             rows.append(row)
     return rows
 
 
-def deep_reading(rows: Sequence[Mapping[str, Any]], images: Optional[int]) -> str:
-    """Per row of :func:`deep_rows`, whether its check run shows it finished; for rows of several
-    seeds, their spread against the check run's difference; and the lengths at which every network
-    tried is shown finished, in Markdown."""
+def deep_reading(profile: str, configs: Mapping[Run, TrainConfig], rows: Sequence[Mapping[str, Any]]
+                 ) -> str:
+    """Per row of :func:`deep_rows` (``configs``: the comparison's), whether its check run shows it
+    finished; per length, the networks of :data:`DEEP_TRIED` with no row there; for rows of several
+    seeds, where the check run lands against them; and the lengths at which every network tried is
+    shown finished, in Markdown."""
     if not rows:
         return "No run of the deeper pilot is stored."
-    count = f"{images:,}" if images else "all"
+    piloted = DEEP_TRIED.get(profile, {})
+    tried = {(d, conv_label(c)) for d, c in piloted}
+    images = {c.train_subset for (d, _, conv), c in configs.items() if (d, conv) in piloted}
+    count = ", ".join(f"{n:,}" if n else "all" for n in sorted(images, key=lambda n: n or 0))
     lines = [f"**Reading** (every number from the table above; {count} training images):", ""]
+    at: Dict[int, List[Mapping[str, Any]]] = {}
     for r in rows:
-        seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
-        lines.append(f"* **ResNet-{r['depth']} {r['conv']}, {r['main epochs']} epochs** ({seeds}): "
-                     f"{'finished' if r['finished'] else 'not shown finished'} (check run at "
-                     f"{r['check epochs']} epochs: Δ {r[CHECK]:+.2f} pp against ±{r['tolerance (pp)']:.2f}).")
+        at.setdefault(r["main epochs"], []).append(r)
+    for length, group in at.items():
+        for r in group:
+            seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+            lines.append(f"* **ResNet-{r['depth']} {r['conv']}, {length} epochs** ({seeds}): "
+                         f"{'finished' if r['finished'] else 'not shown finished'} (check run at "
+                         f"{r['check epochs']} epochs: Δ {r[CHECK]:+.2f} pp against "
+                         f"±{r['tolerance (pp)']:.2f}).")
+        missing = sorted(tried - {(r["depth"], r["conv"]) for r in group})
+        if missing:
+            names = ", ".join(f"ResNet-{d} {c}" for d, c in missing)
+            lines.append(f"* **{length} epochs**: no run with a check run stored for {names}.")
     lines.append("")
     for r in rows:
-        if r["seed range (pp)"] is not None:
-            wider = "as wide as or wider than" if r["seed range (pp)"] >= abs(r[CHECK]) else "narrower than"
+        low, high = r["lowest seed top-1 (%)"], r["highest seed top-1 (%)"]
+        if low is not None:
+            check = r["check top-1 (%)"]
+            where = "below all of them" if check < low else "above all of them" if check > high else \
+                "within their range"
             lines.append(f"Seeds against length: the {r['seeds']} seeds of the {r['conv']} at "
-                         f"{r['main epochs']} epochs end {r['seed range (pp)']:.2f} pp apart, {wider} "
-                         f"the {abs(r[CHECK]):.2f} pp its check run moves.")
+                         f"{r['main epochs']} epochs end at {low:.2f}–{high:.2f} %; its check run's "
+                         f"{check:.2f} % lies {where}.")
     train = [r["main train top-1 (%)"] for r in rows]
     lines.append(f"The main runs end at a mean training top-1 of {span(train, ' %')}"
                  + (": they have learnt their training images, and what more epochs change is how that "
                     "carries over to the test set." if min(train) >= 99.0 else "."))
-    pairs = {(r["depth"], r["conv"]) for r in rows}
-    at: Dict[int, List[Mapping[str, Any]]] = {}
-    for r in rows:
-        at.setdefault(r["main epochs"], []).append(r)
     done = [e for e, group in at.items()
-            if all(r["finished"] for r in group) and {(r["depth"], r["conv"]) for r in group} == pairs]
+            if all(r["finished"] for r in group) and {(r["depth"], r["conv"]) for r in group} >= tried]
     lines.append("Lengths at which every network tried is shown finished: "
                  + (", ".join(f"{e} epochs" for e in done) if done else "none") + ".")
     return "\n".join(lines)
