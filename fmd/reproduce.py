@@ -176,18 +176,18 @@ def default_jobs(configs: Sequence[Any]) -> int:
 
 
 def scratch_line(needed: Mapping[str, Tuple[str, Any]], jobs: int, root: Path) -> str:
-    """One line: what training the stored ones of the ``needed`` runs cost from scratch (the sum of
-    their records' wall times, each measured with the threads its record names), serial and
-    ``jobs`` at a time."""
+    """One line: what training the stored ones of the ``needed`` runs cost from scratch (per record,
+    its epochs at :func:`seconds_per_epoch`, so that time a run spent suspended or stopped does not
+    count; each measured with the threads its record names), serial and ``jobs`` at a time."""
     from . import runs
 
     found = [runs.load_record(config.identity(), root) for _, config in needed.values()]
-    seconds = sum(r["wall_time_s"] for r in found if r is not None)
+    seconds = sum(seconds_per_epoch(r) * len(r["history"]) for r in found if r is not None)
     stored = sum(r is not None for r in found)
     at_once = max(1, min(jobs, stored))
     return (f"from scratch: the {stored} stored runs took {seconds / 3600:.1f} h of training by their "
-            f"records, on the machines they name (about {seconds / 3600 / at_once:.1f} h at {at_once} "
-            "at a time)")
+            f"records (each at its median epoch), on the machines they name (about "
+            f"{seconds / 3600 / at_once:.1f} h at {at_once} at a time)")
 
 
 def stored_runs_line(needed: int, missing: Mapping[str, Tuple[str, Any]], jobs: int,

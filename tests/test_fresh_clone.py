@@ -202,20 +202,24 @@ def test_reproduce_estimates_the_runs_to_train_from_stored_runs_of_the_same_netw
 
 
 def test_reproduce_states_what_the_stored_runs_cost_from_scratch(tmp_path):
-    """The from-scratch line sums the stored records' wall times; a run not stored adds nothing."""
+    """The from-scratch line sums the stored records' epochs at their median epoch time (their wall
+    time where the history does not time each epoch); a run not stored adds nothing."""
     from fmd.reproduce import scratch_line
 
-    configs = [make_config("smoke", conv="static", seed=s) for s in (0, 1, 2)]
-    for config, seconds in zip(configs[:2], (3600.0, 5400.0)):
+    configs = [make_config("smoke", conv="static", seed=s) for s in (0, 1, 2, 3)]
+    # a run whose middle epoch ran while its process was suspended counts three 1800-s epochs
+    suspended = [{"epoch_seconds": 1800.0}, {"epoch_seconds": 90000.0}, {"epoch_seconds": 1800.0}]
+    for config, seconds, history in zip(configs[:3], (3600.0, 5400.0, 93600.0),
+                                        ([{}, {}], [{}, {}], suspended)):
         folder = runs.run_dir(config.identity(), tmp_path)
         folder.mkdir(parents=True)
         runs.write_json(folder / runs.RECORD_NAME, {"name": "r", "key": config.key(),
                                                     "config": config.to_dict(), "wall_time_s": seconds,
-                                                    "history": [{}, {}]})
+                                                    "history": history})
     needed = {c.key(): ("03", c) for c in configs}
-    assert scratch_line(needed, 2, tmp_path) == ("from scratch: the 2 stored runs took 2.5 h of training by "
-                                                 "their records, on the machines they name (about 1.2 h "
-                                                 "at 2 at a time)")
+    assert scratch_line(needed, 2, tmp_path) == ("from scratch: the 3 stored runs took 4.0 h of training by "
+                                                 "their records (each at its median epoch), on the "
+                                                 "machines they name (about 2.0 h at 2 at a time)")
 
 
 def test_reproduce_trains_one_run_at_a_time_unless_each_run_names_its_threads():
