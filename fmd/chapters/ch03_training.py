@@ -154,14 +154,12 @@ DEEP_TRIED: Dict[str, Dict[Tuple[int, str], Tuple[int, ...]]] = {
 
 def deep_configs(profile: str, configs: Mapping[Run, TrainConfig]) -> Dict[Run, TrainConfig]:
     """The longer length of :data:`DEEP_TRIED`: each listed (depth, conv) of the comparison
-    ``configs`` (its lowest seed's config) at its check run's length, at the listed seeds."""
-    out: Dict[Run, TrainConfig] = {}
-    for (d, c), seeds in DEEP_TRIED.get(profile, {}).items():
-        found = sorted((s, config) for (d2, s, c2), config in configs.items() if (d2, c2) == (d, c))
-        if found:
-            longer = check_config(found[0][1])
-            out.update({(d, s, c): dataclasses.replace(longer, seed=s) for s in seeds})
-    return out
+    ``configs`` at its check run (:func:`check_configs`: the lowest seed's config at 1.5x its
+    epochs), at the listed seeds."""
+    tried = DEEP_TRIED.get(profile, {})
+    return {(d, s, c): dataclasses.replace(longer, seed=s)
+            for (d, c), longer in check_configs(configs, depths=(), also=tuple(tried)).items()
+            for s in tried[(d, c)]}
 
 
 def deep_rows(profile: str, configs: Mapping[Run, TrainConfig], records: Mapping[Run, Record],
