@@ -66,10 +66,10 @@ def check_configs(configs: Mapping[Run, TrainConfig], depths: Sequence[int] = (1
 
 # The deeper comparison runs that each profile checks as ResNet-18's are checked. A ResNet-50 check
 # run trains 1.5 times as long as its main run (about 40 to 100 min of training a run on the 2-core
-# machine under quick, one thread), so under quick only those listed here are trained and read; the
-# other ResNet-50 rows read "no check run" and are named not shown finished.
+# machine under quick, one thread), so a profile trains and reads only those listed here; any other
+# deeper row reads "no check run" and is named not shown finished.
 DEEP_CHECKS: Dict[str, Tuple[Tuple[int, str], ...]] = {
-    "quick": ((50, "static"), (50, "condconv"), (50, "dyconv"), (50, "odconv"))}
+    "quick": ((50, "static"), (50, "condconv"), (50, "dyconv"), (50, "odconv"), (50, "fmdconv"))}
 
 
 def comparison_checks(configs: Mapping[Run, TrainConfig], profile: str
