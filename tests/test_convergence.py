@@ -195,7 +195,8 @@ def test_chapter_03_check_rows_set_each_check_run_beside_its_main_runs():
 def cost_row(depth: int, cost: str, reductions: Sequence[float]) -> Dict[str, Any]:
     return {"backbone": f"ResNet-{depth}", "cost": cost, "computation": "fmd engine (auto)",
             ch09.REDUCTION: sorted(reductions)[len(reductions) // 2], "sessions": len(reductions),
-            ch09.LOW: min(reductions), ch09.HIGH: max(reductions)}
+            ch09.LOW: min(reductions), ch09.HIGH: max(reductions),
+            **dict(zip((ch09.READ_LOW, ch09.READ_HIGH), ch09.read_range(reductions)))}
 
 
 def test_chapter_09_cost_verdict_says_within_noise_where_the_sessions_cross_the_threshold():
@@ -211,6 +212,24 @@ def test_chapter_09_cost_verdict_says_within_noise_where_the_sessions_cross_the_
     assert alone.startswith("within noise for ResNet-50 training step") and "not at this scale" not in alone
     assert ch09.cost_verdict(rows[2:])["verdict"].startswith("not at this scale")
     assert "batch-1 latency (fmd engine (auto)) +6.0% (sessions: 5.0 to 7.0)" in verdict["measured"]
+
+
+def test_chapter_09_cost_verdict_reads_the_sessions_without_their_outer_tenths_from_ten_on():
+    # Issue 25's ResNet-18 training-step reductions (official computation) over 9 logged sessions,
+    # then with the six of the next two runs: one of them at 21.9 %, under half the claimed 49.8 %.
+    nine = [29.6, 31.6, 34.8, 30.8, 29.3, 31.8, 33.0, 34.7, 39.2]
+    fifteen = nine + [38.2, 36.0, 33.3, 21.9, 30.7, 37.7]
+    assert ch09.read_range(nine) == (29.3, 39.2)  # below ten sessions: all of them
+    assert ch09.read_range(fifteen) == (29.3, 38.2)
+    assert ch09.read_range(list(range(20))) == (2, 17)
+    verdict = ch09.cost_verdict([cost_row(18, "training step", fifteen)])
+    assert verdict["verdict"].startswith("holds only for ResNet-18 training step (fmd engine (auto)) "
+                                         "(a reduction at least half the claimed one in every session but "
+                                         "the lowest 1 of 15)")
+    assert "(sessions: 21.9 to 39.2; outer tenths left out: 29.3 to 38.2)" in verdict["measured"]
+    # Two sessions of 15 under the threshold: the trimmed range still crosses it.
+    crossing = ch09.cost_verdict([cost_row(18, "training step", fifteen[:-1] + [20.0])])["verdict"]
+    assert crossing.startswith("within noise for ResNet-18 training step") and "outer tenths" in crossing
 
 
 def test_chapter_09_cost_sessions_time_each_row_in_fresh_processes(tmp_path):

@@ -18,7 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -39,6 +39,21 @@ COMPUTATIONS = {"official (grouped)": "grouped", "fmd engine (auto)": "auto"}
 
 REDUCTION = "FMDConv reduction vs ODConv (%)"
 LOW, HIGH = "lowest reduction over sessions (%)", "highest reduction over sessions (%)"
+# The range a cost verdict reads: LOW to HIGH without the lowest and highest tenth of the sessions.
+READ_LOW, READ_HIGH = "lowest, outer tenths left out (%)", "highest, outer tenths left out (%)"
+
+
+def read_range(values: Sequence[float]) -> Tuple[float, float]:
+    """The range of ``values`` that a cost verdict reads: lowest to highest, less the lowest and the
+    highest tenth of them (rounded down, so all of them below ten). The session log pools every run's
+    sessions, and the full range of n sessions can only widen as n grows: issue 25's ResNet-18
+    training-step reduction spanned 29.3-39.2 % over 9 sessions and 21.9-39.2 % over 15, where one
+    session of the 15 fell below half the claim. A verdict read from it would turn to "within noise"
+    by re-running alone; this range stays an estimate of the same span, the 10th to the 90th
+    percentile of the sessions, however many runs are logged."""
+    ordered = sorted(values)
+    cut = len(ordered) // 10
+    return ordered[cut], ordered[-1 - cut]
 
 
 @dataclass(frozen=True)
@@ -237,6 +252,7 @@ def cost_sessions(profile: str, depths: Sequence[int] = DEPTHS, threads: Optiona
                        REDUCTION):
             row[column] = statistics.median(r[column] for r in same)
         row[LOW], row[HIGH] = min(r[REDUCTION] for r in same), max(r[REDUCTION] for r in same)
+        row[READ_LOW], row[READ_HIGH] = read_range([r[REDUCTION] for r in same])
         row["sessions"] = len(pooled)
         row[EARLIER] = len(pooled) - count
         rows.append(row)
@@ -279,24 +295,25 @@ def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
         mine = [r for r in rows if r["backbone"] == f"ResNet-{depth}" and r["cost"] != "parameters"]
         if not mine:
             continue
-        parts = [f"{r['cost']} ({r['computation']}) {r[REDUCTION]:+.1f}%"
-                 + (f" (sessions: {r[LOW]:.1f} to {r[HIGH]:.1f})" if r.get("sessions", 1) > 1 else "")
-                 for r in mine]
+        parts = [f"{r['cost']} ({r['computation']}) {r[REDUCTION]:+.1f}%" + _sessions(r) for r in mine]
         lines.append(f"ResNet-{depth} (claimed {claim:g}%): " + "; ".join(parts))
         for r in mine:
             name = f"ResNet-{depth} {r['cost']} ({r['computation']})"
-            low, high = r.get(LOW, r[REDUCTION]), r.get(HIGH, r[REDUCTION])
+            low, high = r.get(READ_LOW, r.get(LOW, r[REDUCTION])), r.get(READ_HIGH, r.get(HIGH, r[REDUCTION]))
             if low >= claim / 2:
                 near.append(name)
             elif high >= claim / 2:
                 noise.append(name)
-    every = " in every session" if any(r.get("sessions", 1) > 1 for r in rows) else ""
+    count = max((r.get("sessions", 1) for r in rows), default=1)
+    every = ("" if count == 1 else " in every session" if count < 10 else
+             f" in every session but the lowest {count // 10} of {count}")
     parts = []
     if near:
         parts.append(f"holds only for {', '.join(near)} (a reduction at least half the claimed one{every})")
     if noise:
-        parts.append(f"within noise for {', '.join(noise)} (the sessions' range crosses half the claimed "
-                     "reduction)")
+        trimmed = ", without its outer tenths," if count >= 10 else ""
+        parts.append(f"within noise for {', '.join(noise)} (the sessions' range{trimmed} crosses half the "
+                     "claimed reduction)")
     verdict = "; ".join(parts) if parts else ("not at this scale: no cost measured here comes within "
                                               "half of the claimed reduction")
     return {"claim": "FMDConv 'reduces the computational cost by up to 49.8% on ResNet-18 and 42.2% on "
@@ -305,6 +322,16 @@ def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
                     "same backbone and input, in MACs, batch-1 latency and training-step time, under the "
                     "official computation and fmd's engine (table above)",
             "measured": " | ".join(lines), "verdict": verdict}
+
+
+def _sessions(row: Mapping[str, Any]) -> str:
+    """The sessions' range of a cost row, and the range its verdict reads where that is narrower."""
+    if row.get("sessions", 1) == 1:
+        return ""
+    text = f" (sessions: {row[LOW]:.1f} to {row[HIGH]:.1f}"
+    if (row.get(READ_LOW, row[LOW]), row.get(READ_HIGH, row[HIGH])) != (row[LOW], row[HIGH]):
+        text += f"; outer tenths left out: {row[READ_LOW]:.1f} to {row[READ_HIGH]:.1f}"
+    return text + ")"
 
 
 def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
