@@ -302,13 +302,13 @@ def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
         lines.append(f"ResNet-{depth} (claimed {claim:g}%): " + "; ".join(parts))
         for r in mine:
             name = f"ResNet-{depth} {r['cost']} ({r['computation']})"
-            low, high = r.get(READ_LOW, r.get(LOW, r[REDUCTION])), r.get(READ_HIGH, r.get(HIGH, r[REDUCTION]))
+            low, high, _ = _read(r)
             if low >= claim / 2:
                 near.append(name)
             elif high >= claim / 2:
                 noise.append(name)
     count = max((r.get("sessions", 1) for r in rows), default=1)
-    deciles = count >= PERCENTILES_FROM and all(READ_LOW in r for r in rows)
+    deciles = count >= PERCENTILES_FROM and all(_read(r)[2] for r in rows)
     every = ("" if count == 1 else f" at the 10th percentile of {count} sessions" if deciles else
              " in every session")
     parts = []
@@ -328,14 +328,21 @@ def cost_verdict(rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
             "measured": " | ".join(lines), "verdict": verdict}
 
 
+def _read(row: Mapping[str, Any]) -> Tuple[float, float, bool]:
+    """The range of a cost row that its verdict reads, and whether that is the sessions' 10th to 90th
+    percentile (from ten sessions on, where the row carries it) rather than their full range."""
+    if row.get("sessions", 1) >= PERCENTILES_FROM and READ_LOW in row:
+        return row[READ_LOW], row[READ_HIGH], True
+    return row.get(LOW, row[REDUCTION]), row.get(HIGH, row[REDUCTION]), False
+
+
 def _sessions(row: Mapping[str, Any]) -> str:
     """The sessions' range of a cost row, and their 10th to 90th percentile where the verdict reads it."""
     if row.get("sessions", 1) == 1:
         return ""
-    text = f" (sessions: {row[LOW]:.1f} to {row[HIGH]:.1f}"
-    if row["sessions"] >= PERCENTILES_FROM and READ_LOW in row:
-        text += f"; 10th to 90th percentile: {row[READ_LOW]:.1f} to {row[READ_HIGH]:.1f}"
-    return text + ")"
+    low, high, percentile = _read(row)
+    return (f" (sessions: {row[LOW]:.1f} to {row[HIGH]:.1f}"
+            + (f"; 10th to 90th percentile: {low:.1f} to {high:.1f}" if percentile else "") + ")")
 
 
 def accuracy_verdict(rows: Sequence[Mapping[str, Any]],
